@@ -1,0 +1,13 @@
+//! gridcast-core: what the edge and the cloud must compute the same way.
+//!
+//! Everything here is pure: values in, values out, no I/O, no clocks. The
+//! ingest, predictor and trainer crates move data between these functions and
+//! the outside world.
+//!
+//! - [`reading`]: the decoded form of one meter reading.
+//! - [`payload`]: the meter's binary features 16/17, raw binary readings and JSON.
+//! - [`window`]: per-minute event-time windows with a watermark.
+
+pub mod reading;
+
+pub use reading::{Field, PhaseSum, Reading, SensorId, Source, FIELD_COUNT};

@@ -7,7 +7,15 @@
 //! - [`reading`]: the decoded form of one meter reading.
 //! - [`payload`]: the meter's binary features 16/17, raw binary readings and JSON.
 //! - [`window`]: per-minute event-time windows with a watermark.
+//! - [`features`]: model input rows from per-interval power, batch and streaming.
+//! - [`model`]: tree evaluator, native model files, XGBoost import.
 
+pub mod features;
+pub mod model;
+pub mod payload;
 pub mod reading;
+pub mod window;
 
-pub use reading::{Field, PhaseSum, Reading, SensorId, Source, FIELD_COUNT};
+pub use payload::{DecodeError, Decoder, DecoderConfig};
+pub use reading::{FIELD_COUNT, Field, PhaseSum, Reading, SensorId, Source};
+pub use window::{ClosedWindow, FieldStats, Push, WindowConfig, WindowKey, Windows};

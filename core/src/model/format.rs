@@ -1,0 +1,101 @@
+//! The native model file: one JSON header line, then a JSON payload.
+//!
+//! ```text
+//! {"format":"gridcast-model","format_version":1,"payload_len":N,"payload_sha256":"..."}\n
+//! {"meta":{...},"trees":[...]}
+//! ```
+//! The header is read first, so a wrong file, a newer format or a truncated
+//! or edited payload is refused with a message saying which, before any tree
+//! is trusted. Both parts stay readable with `head` and `jq`.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Model, ModelError, ModelMetadata, Tree};
+
+pub const FORMAT_NAME: &str = "gridcast-model";
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Header {
+    format: String,
+    format_version: u32,
+    payload_len: u64,
+    payload_sha256: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Payload {
+    meta: ModelMetadata,
+    trees: Vec<Tree>,
+}
+
+impl Model {
+    /// Serialize to the native format.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let payload = serde_json::to_vec(&Payload {
+            meta: self.meta.clone(),
+            trees: self.trees().to_vec(),
+        })
+        .expect("model payload serializes");
+        let header = Header {
+            format: FORMAT_NAME.into(),
+            format_version: FORMAT_VERSION,
+            payload_len: payload.len() as u64,
+            payload_sha256: hex::encode(Sha256::digest(&payload)),
+        };
+        let mut out = serde_json::to_vec(&header).expect("header serializes");
+        out.push(b'\n');
+        out.extend(payload);
+        out
+    }
+
+    /// Parse and check a native model file.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Model, ModelError> {
+        let nl = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| ModelError::NotAModel("no header line".into()))?;
+        let header: Header = serde_json::from_slice(&bytes[..nl]).map_err(|e| {
+            ModelError::NotAModel(format!("header is not a gridcast model header ({e})"))
+        })?;
+        if header.format != FORMAT_NAME {
+            return Err(ModelError::NotAModel(format!(
+                "format is {:?}, expected {FORMAT_NAME:?}",
+                header.format
+            )));
+        }
+        if header.format_version != FORMAT_VERSION {
+            return Err(ModelError::UnsupportedVersion {
+                found: header.format_version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let payload = &bytes[nl + 1..];
+        if payload.len() as u64 != header.payload_len {
+            return Err(ModelError::Invalid(format!(
+                "payload is {} bytes, header says {} (truncated or appended to?)",
+                payload.len(),
+                header.payload_len
+            )));
+        }
+        let actual = hex::encode(Sha256::digest(payload));
+        if actual != header.payload_sha256 {
+            return Err(ModelError::ChecksumMismatch {
+                expected: header.payload_sha256,
+                actual,
+            });
+        }
+        let p: Payload = serde_json::from_slice(payload)?;
+        Model::new(p.meta, p.trees)
+    }
+
+    /// sha256 of the payload, hex: the model's identity in logs and metadata.
+    pub fn payload_sha256(&self) -> String {
+        let bytes = self.to_bytes();
+        let nl = bytes.iter().position(|&b| b == b'\n').unwrap_or(0);
+        hex::encode(Sha256::digest(&bytes[nl + 1..]))
+    }
+}

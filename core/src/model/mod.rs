@@ -1,0 +1,146 @@
+//! Models: gradient-boosted regression trees, their file format and the
+//! XGBoost importer.
+//!
+//! - [`Tree`]: portable parallel-array form (what trainers and importers emit).
+//! - [`Forest`]: the compiled evaluator, single rows and batches.
+//! - [`Model`]: a forest plus its [`ModelMetadata`] (feature spec, target,
+//!   training range, metrics), saved with [`Model::to_bytes`] and checked by
+//!   sha256 on [`Model::from_bytes`].
+//! - [`xgboost`]: `booster.save_model("m.json")` files, 1.x and 2.x/3.x layouts.
+
+mod forest;
+mod format;
+mod tree;
+pub mod xgboost;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::features::{FeatureSpec, TargetKind};
+pub use forest::{Forest, MAX_PADDED_DEPTH};
+pub use format::{FORMAT_NAME, FORMAT_VERSION};
+pub use tree::{LEAF, Tree};
+
+/// Why a model could not be loaded or built.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("not a gridcast model file: {0}")]
+    NotAModel(String),
+    #[error(
+        "model file format version {found} is not supported (this build reads version {supported}); re-export the model"
+    )]
+    UnsupportedVersion { found: u32, supported: u32 },
+    #[error("model file is corrupt: payload sha256 is {actual}, header says {expected}")]
+    ChecksumMismatch { expected: String, actual: String },
+    #[error("model file is inconsistent: {0}")]
+    Invalid(String),
+    #[error("XGBoost model not supported: {0}")]
+    Xgboost(String),
+    #[error("malformed JSON in model: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Everything about a model except its trees.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelMetadata {
+    /// How rows are computed; `None` for imported models (columns by name only).
+    pub feature_spec: Option<FeatureSpec>,
+    /// Input column names, in row order.
+    pub feature_names: Vec<String>,
+    /// What the raw output means.
+    pub target: TargetKind,
+    /// Added to the sum of the trees.
+    pub base_score: f32,
+    /// Loss trained with ("absolute", "squared", or the XGBoost objective).
+    pub loss: String,
+    /// Where the model came from ("gridcast-trainer 0.1.0", "xgboost 3.2.0").
+    pub source: String,
+    /// First and last interval trained on (RFC 3339), if known.
+    pub training_range: Option<(String, String)>,
+    /// Number of training rows, if known.
+    pub training_rows: Option<u64>,
+    /// Training parameters, free-form.
+    #[serde(default)]
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// Measured quality, e.g. `backtest_mae_w`, `validation_mae`.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// A loaded, ready-to-run model.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub meta: ModelMetadata,
+    trees: Vec<Tree>,
+    forest: Forest,
+}
+
+impl Model {
+    /// Check trees and metadata agree and compile the evaluator.
+    pub fn new(meta: ModelMetadata, trees: Vec<Tree>) -> Result<Self, ModelError> {
+        let nf = meta.feature_names.len();
+        if let Some(spec) = &meta.feature_spec {
+            spec.validate().map_err(ModelError::Invalid)?;
+            if spec.names() != meta.feature_names {
+                return Err(ModelError::Invalid(
+                    "feature names do not match the feature spec (was the model edited, or trained by another version?)".into(),
+                ));
+            }
+        }
+        if meta.target == TargetKind::Change && !meta.feature_names.iter().any(|n| n == "total") {
+            return Err(ModelError::Invalid(
+                "a change-target model needs a `total` feature to add the change to".into(),
+            ));
+        }
+        if !meta.base_score.is_finite() {
+            return Err(ModelError::Invalid("base_score is not finite".into()));
+        }
+        for (i, t) in trees.iter().enumerate() {
+            t.validate(nf)
+                .map_err(|e| ModelError::Invalid(format!("tree {i}: {e}")))?;
+        }
+        let forest = Forest::compile(&trees, meta.base_score, nf);
+        Ok(Model {
+            meta,
+            trees,
+            forest,
+        })
+    }
+
+    pub fn trees(&self) -> &[Tree] {
+        &self.trees
+    }
+
+    pub fn forest(&self) -> &Forest {
+        &self.forest
+    }
+
+    /// Raw output (a change or a level, see `meta.target`).
+    #[inline]
+    pub fn predict_raw(&self, row: &[f32]) -> f32 {
+        self.forest.predict_row(row)
+    }
+
+    /// Predicted total power of the target interval, in W: the raw output,
+    /// plus the current total for change-target models.
+    pub fn predict_level(&self, row: &[f32]) -> f32 {
+        let raw = self.predict_raw(row);
+        match self.meta.target {
+            TargetKind::Level => raw,
+            TargetKind::Change => {
+                let i = self
+                    .meta
+                    .feature_names
+                    .iter()
+                    .position(|n| n == "total")
+                    .unwrap_or(0);
+                raw + row[i]
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

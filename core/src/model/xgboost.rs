@@ -1,0 +1,195 @@
+//! Import of XGBoost JSON models (`booster.save_model("m.json")`).
+//!
+//! Handles the 1.x layout (`base_score` like `"5E-1"`, `default_left` as 0/1)
+//! and the 2.x/3.x layout (`base_score` like `"[5E-1]"`, booleans, vector
+//! leaves absent for single-target regression). Only identity-link
+//! regression objectives are accepted, where the output is
+//! `base_score + sum of leaves`; anything else is refused rather than
+//! silently mispredicted. XGBoost sends `x < split_condition` left and a
+//! missing value to the `default_left` side; a leaf's value is its
+//! `split_conditions` entry.
+
+use serde_json::Value;
+
+use super::{LEAF, Model, ModelError, ModelMetadata, Tree};
+use crate::features::TargetKind;
+
+const IDENTITY_OBJECTIVES: [&str; 4] = [
+    "reg:squarederror",
+    "reg:absoluteerror",
+    "reg:pseudohubererror",
+    "reg:linear",
+];
+
+fn err(msg: impl Into<String>) -> ModelError {
+    ModelError::Xgboost(msg.into())
+}
+
+/// Parse an XGBoost JSON model. `target` says what its output means for
+/// gridcast (XGBoost does not record it; `Level` for a plain regressor).
+pub fn import_json(bytes: &[u8], target: TargetKind) -> Result<Model, ModelError> {
+    let doc: Value = serde_json::from_slice(bytes)?;
+    let learner = doc
+        .get("learner")
+        .ok_or_else(|| err("no `learner` object (is this a save_model JSON file?)"))?;
+    let objective = learner
+        .pointer("/objective/name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| err("no objective name"))?;
+    if !IDENTITY_OBJECTIVES.contains(&objective) {
+        return Err(err(format!(
+            "objective {objective:?}: only identity-link regression ({IDENTITY_OBJECTIVES:?})"
+        )));
+    }
+    let lmp = learner
+        .get("learner_model_param")
+        .ok_or_else(|| err("no learner_model_param"))?;
+    for key in ["num_class", "num_target"] {
+        let n = lmp.get(key).and_then(Value::as_str).unwrap_or("0");
+        if n.parse::<u32>().unwrap_or(0) > 1 {
+            return Err(err(format!("{key} = {n}: only single-output models")));
+        }
+    }
+    let base_score = parse_base_score(lmp.get("base_score"))?;
+    let n_features: usize = lmp
+        .get("num_feature")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| err("learner_model_param.num_feature missing"))?;
+    let booster = learner
+        .get("gradient_booster")
+        .ok_or_else(|| err("no gradient_booster"))?;
+    let name = booster.get("name").and_then(Value::as_str).unwrap_or("");
+    if name != "gbtree" {
+        return Err(err(format!(
+            "booster {name:?}: only gbtree (not dart or gblinear)"
+        )));
+    }
+    let trees_json = booster
+        .pointer("/model/trees")
+        .and_then(Value::as_array)
+        .ok_or_else(|| err("no gradient_booster.model.trees"))?;
+    let trees = trees_json
+        .iter()
+        .enumerate()
+        .map(|(i, t)| parse_tree(t).map_err(|e| err(format!("tree {i}: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut feature_names: Vec<String> = learner
+        .get("feature_names")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    if feature_names.len() != n_features {
+        feature_names = (0..n_features).map(|i| format!("f{i}")).collect();
+    }
+    let version = doc
+        .get("version")
+        .and_then(Value::as_array)
+        .map(|v| {
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(".")
+        })
+        .unwrap_or_else(|| "?".into());
+    let meta = ModelMetadata {
+        feature_spec: None,
+        feature_names,
+        target,
+        base_score,
+        loss: objective.to_string(),
+        source: format!("xgboost {version}"),
+        training_range: None,
+        training_rows: None,
+        params: Default::default(),
+        metrics: Default::default(),
+    };
+    Model::new(meta, trees)
+}
+
+/// `"5E-1"` (1.x), `"[5E-1]"` (2.x/3.x) or a bare number.
+fn parse_base_score(v: Option<&Value>) -> Result<f32, ModelError> {
+    let v = v.ok_or_else(|| err("learner_model_param.base_score missing"))?;
+    if let Some(x) = v.as_f64() {
+        return Ok(x as f32);
+    }
+    let s = v
+        .as_str()
+        .ok_or_else(|| err("base_score is neither a string nor a number"))?;
+    let inner = s.trim().trim_start_matches('[').trim_end_matches(']');
+    let parts: Vec<&str> = inner
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    if parts.len() != 1 {
+        return Err(err(format!("base_score {s:?}: expected one value")));
+    }
+    parts[0]
+        .parse::<f32>()
+        .map_err(|_| err(format!("base_score {s:?} is not a number")))
+}
+
+fn num_array(t: &Value, key: &str) -> Result<Vec<f64>, String> {
+    let a = t
+        .get(key)
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("no `{key}` array"))?;
+    a.iter()
+        .map(|v| match v {
+            Value::Number(n) => n
+                .as_f64()
+                .ok_or_else(|| format!("`{key}` has a bad number")),
+            Value::Bool(b) => Ok(*b as u8 as f64),
+            _ => Err(format!("`{key}` has a non-number")),
+        })
+        .collect()
+}
+
+fn parse_tree(t: &Value) -> Result<Tree, String> {
+    let left = num_array(t, "left_children")?;
+    let right = num_array(t, "right_children")?;
+    let cond = num_array(t, "split_conditions")?;
+    let idx = num_array(t, "split_indices")?;
+    let dl = num_array(t, "default_left")?;
+    let n = left.len();
+    if [right.len(), cond.len(), idx.len(), dl.len()]
+        .iter()
+        .any(|&l| l != n)
+    {
+        return Err("node arrays differ in length".into());
+    }
+    if let Ok(st) = num_array(t, "split_type") {
+        if st.iter().any(|&s| s != 0.0) {
+            return Err("categorical splits are not supported".into());
+        }
+    }
+    let mut tree = Tree {
+        feature: vec![0; n],
+        threshold: vec![0.0; n],
+        default_left: vec![false; n],
+        left: vec![LEAF; n],
+        right: vec![LEAF; n],
+        value: vec![0.0; n],
+    };
+    for i in 0..n {
+        if left[i] < 0.0 {
+            tree.value[i] = cond[i] as f32;
+        } else {
+            if left[i] < 1.0 || right[i] < 1.0 || left[i] as usize >= n || right[i] as usize >= n {
+                return Err(format!("node {i} has children out of range"));
+            }
+            tree.left[i] = left[i] as u32;
+            tree.right[i] = right[i] as u32;
+            tree.feature[i] = idx[i] as u32;
+            tree.threshold[i] = cond[i] as f32;
+            tree.default_left[i] = dl[i] != 0.0;
+        }
+    }
+    Ok(tree)
+}

@@ -164,10 +164,10 @@ fn parse_tree(t: &Value) -> Result<Tree, String> {
     {
         return Err("node arrays differ in length".into());
     }
-    if let Ok(st) = num_array(t, "split_type") {
-        if st.iter().any(|&s| s != 0.0) {
-            return Err("categorical splits are not supported".into());
-        }
+    if let Ok(st) = num_array(t, "split_type")
+        && st.iter().any(|&s| s != 0.0)
+    {
+        return Err("categorical splits are not supported".into());
     }
     let mut tree = Tree {
         feature: vec![0; n],

@@ -12,6 +12,10 @@
 
 pub mod features;
 pub mod model;
+pub mod payload;
 pub mod reading;
+pub mod window;
 
-pub use reading::{Field, PhaseSum, Reading, SensorId, Source, FIELD_COUNT};
+pub use payload::{DecodeError, Decoder, DecoderConfig};
+pub use reading::{FIELD_COUNT, Field, PhaseSum, Reading, SensorId, Source};
+pub use window::{ClosedWindow, FieldStats, Push, WindowConfig, WindowKey, Windows};

@@ -13,6 +13,7 @@ use std::fmt;
 /// written to InfluxDB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
+#[rustfmt::skip] // one row per quantity, three phases per row
 pub enum Field {
     PL1, PL2, PL3,
     QL1, QL2, QL3,
@@ -26,6 +27,7 @@ pub enum Field {
 
 impl Field {
     /// All fields, in index order.
+    #[rustfmt::skip]
     pub const ALL: [Field; FIELD_COUNT] = [
         Field::PL1, Field::PL2, Field::PL3,
         Field::QL1, Field::QL2, Field::QL3,
@@ -43,6 +45,7 @@ impl Field {
     }
 
     /// The field's name on the wire and in InfluxDB, e.g. `p_l1`.
+    #[rustfmt::skip]
     pub const fn name(self) -> &'static str {
         match self {
             Field::PL1 => "p_l1", Field::PL2 => "p_l2", Field::PL3 => "p_l3",
@@ -67,6 +70,25 @@ impl Field {
 impl fmt::Display for Field {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+// Configs name fields by their wire name (`p_l1`), the same string InfluxDB
+// sees, so a config file never depends on the Rust variant names.
+impl serde::Serialize for Field {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Field {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Field::from_name(&name).ok_or_else(|| {
+            serde::de::Error::custom(format_args!(
+                "unknown field name {name:?}, expected one like \"p_l1\""
+            ))
+        })
     }
 }
 
@@ -174,7 +196,13 @@ pub struct Reading {
 impl Reading {
     /// A reading with no values yet.
     pub fn new(sensor: SensorId, source: Source, ts_ms: i64) -> Self {
-        Reading { sensor, source, ts_ms, values: [0.0; FIELD_COUNT], present: 0 }
+        Reading {
+            sensor,
+            source,
+            ts_ms,
+            values: [0.0; FIELD_COUNT],
+            present: 0,
+        }
     }
 
     /// Set a field. Callers check finiteness first (decoders reject NaN).
@@ -227,7 +255,9 @@ mod tests {
 
     #[test]
     fn object_id_is_24_lowercase_hex() {
-        let id = SensorId::from_object_id(&[0x60, 0xa3, 0xae, 0xc3, 0xd2, 0xdd, 0x98, 0x49, 0xd6, 0x93, 0x59, 0x76]);
+        let id = SensorId::from_object_id(&[
+            0x60, 0xa3, 0xae, 0xc3, 0xd2, 0xdd, 0x98, 0x49, 0xd6, 0x93, 0x59, 0x76,
+        ]);
         assert_eq!(id.as_str(), "60a3aec3d2dd9849d6935976");
     }
 

@@ -75,6 +75,9 @@ pub enum Push {
         window_start_ms: i64,
         closed_until_ms: i64,
     },
+    /// The reading's window already has a reading of this key with the same
+    /// timestamp: a redelivery (MQTT QoS 1 is at-least-once). Not merged.
+    Duplicate,
 }
 
 /// Windows are kept apart per sensor and per source.
@@ -244,19 +247,23 @@ impl Windows {
                 closed_until_ms: st.closed_until_ms,
             };
         }
+        // Search from the newest window: in-order data hits the last one.
+        match st.open.iter().rposition(|w| w.start_ms <= start) {
+            Some(j) if st.open[j].start_ms == start => {
+                if !st.open[j].add(reading, seq) {
+                    return Push::Duplicate;
+                }
+            }
+            found => {
+                let mut w = OpenWindow::new(start, seq);
+                let _first = w.add(reading, seq);
+                st.open.insert(found.map_or(0, |j| j + 1), w);
+            }
+        }
         // Only accepted readings count as activity: a meter whose clock is
         // stuck in the past must not keep its open windows from idling out.
         st.last_arrival_ms = st.last_arrival_ms.max(arrival_ms);
         st.max_ts_ms = st.max_ts_ms.max(reading.ts_ms);
-        // Search from the newest window: in-order data hits the last one.
-        match st.open.iter().rposition(|w| w.start_ms <= start) {
-            Some(j) if st.open[j].start_ms == start => st.open[j].add(reading, seq),
-            found => {
-                let mut w = OpenWindow::new(start, seq);
-                w.add(reading, seq);
-                st.open.insert(found.map_or(0, |j| j + 1), w);
-            }
-        }
         Push::Accepted
     }
 

@@ -78,6 +78,10 @@ pub(super) struct OpenWindow {
     pub(super) readings: u64,
     /// Smallest journal sequence number that contributed.
     pub(super) min_seq: u64,
+    /// Event times merged so far, ascending: MQTT QoS 1 is at-least-once, so
+    /// a redelivered reading (same key, same timestamp) must not count twice.
+    /// Readings nearly always come in order, so this is an append.
+    seen_ts: Vec<i64>,
     fields: [Acc; FIELD_COUNT],
     sums: [Acc; 3],
 }
@@ -88,12 +92,24 @@ impl OpenWindow {
             start_ms,
             readings: 0,
             min_seq: seq,
+            seen_ts: Vec::new(),
             fields: [Acc::EMPTY; FIELD_COUNT],
             sums: [Acc::EMPTY; 3],
         }
     }
 
-    pub(super) fn add(&mut self, reading: &Reading, seq: u64) {
+    /// Merge a reading; false (and nothing merged) when this window already
+    /// has a reading with the same timestamp.
+    pub(super) fn add(&mut self, reading: &Reading, seq: u64) -> bool {
+        let ts = reading.ts_ms;
+        match self.seen_ts.last() {
+            Some(&last) if last < ts => self.seen_ts.push(ts),
+            None => self.seen_ts.push(ts),
+            Some(_) => match self.seen_ts.binary_search(&ts) {
+                Ok(_) => return false,
+                Err(at) => self.seen_ts.insert(at, ts),
+            },
+        }
         self.readings += 1;
         self.min_seq = self.min_seq.min(seq);
         for (field, v) in reading.iter() {
@@ -104,6 +120,7 @@ impl OpenWindow {
                 acc.add(v);
             }
         }
+        true
     }
 
     /// Present fields in field order, then present phase sums.

@@ -307,3 +307,21 @@ fn config_defaults_and_serde() {
     );
     assert!(serde_json::from_str::<WindowConfig>(r#"{"width": 10}"#).is_err());
 }
+
+#[test]
+fn redelivered_readings_are_duplicates_not_merged_twice() {
+    let mut w = windows();
+    assert_eq!(push(&mut w, "a", T0 + 1_000), Push::Accepted);
+    assert_eq!(push(&mut w, "a", T0 + 2_000), Push::Accepted);
+    // In order and out of order, the same timestamp again is a duplicate.
+    assert_eq!(push(&mut w, "a", T0 + 2_000), Push::Duplicate);
+    assert_eq!(push(&mut w, "a", T0 + 1_000), Push::Duplicate);
+    // Out of order but new is merged; another sensor's same time is its own.
+    assert_eq!(push(&mut w, "a", T0 + 1_500), Push::Accepted);
+    assert_eq!(push(&mut w, "b", T0 + 1_000), Push::Accepted);
+    let mut out = Vec::new();
+    w.close_all(&mut out);
+    let a = out.iter().find(|c| c.key == key("a")).unwrap();
+    assert_eq!(a.readings, 3);
+    assert_eq!(a.field(Field::PL1).unwrap().count, 3);
+}

@@ -1,1 +1,61 @@
-fn main() {}
+//! `gridcast`: the one binary. Each subcommand lives in the crate that owns
+//! it; this file only parses the command line, sets up logging, and turns
+//! Ctrl-C / SIGTERM into a graceful shutdown.
+
+mod demo;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "gridcast", version, about = "Learn the load of an electrical installation at the edge.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Read meter readings from MQTT, average them per minute, write them to InfluxDB.
+    Ingest(gridcast_ingest::cli::IngestArgs),
+    /// Replay a CSV of real minute data as a meter publishing at 12 Hz.
+    Simulate(gridcast_ingest::simulate::SimulateArgs),
+    /// Run the whole path on embedded defaults: broker, simulator, ingest, files under ./data.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off")))
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Ingest(args) => gridcast_ingest::cli::run(args, shutdown_signal()).await,
+            Command::Simulate(args) => {
+                let report = gridcast_ingest::simulate::run(args).await?;
+                println!("{report}");
+                Ok(())
+            }
+            Command::Demo(args) => demo::run(args, shutdown_signal()).await,
+        }
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what `docker stop` and systemd send).
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -12,17 +12,15 @@ use rumqttc::{Client, Connection, Event, MqttOptions, Packet, QoS};
 use serde_json::json;
 
 use support::{
-    INFLUX_DB, Influxd, Mosquitto, Victoria, eventually, influx_write, influxql_values, unique,
-    victoria_export, victoria_flush, victoria_write,
+    INFLUX_DB, Influxd, Mosquitto, Victoria, eventually, influx_write, influxql_values, unique, victoria_export,
+    victoria_flush, victoria_write,
 };
 
 /// 2006-12-16 17:24 UTC, the first minute of the sample data.
 const SAMPLE_START_MS: i64 = 1_166_289_840_000;
 
 fn now_ms() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
     i64::try_from(now.as_millis()).unwrap() / 60_000 * 60_000
 }
 
@@ -40,10 +38,8 @@ fn influxd_returns_points_from_2006_and_from_now_and_keeps_them_across_restart()
         ),
     );
     let query = "SELECT active, reactive FROM smoke_power WHERE phase = '1'";
-    let expected = vec![
-        vec![json!(SAMPLE_START_MS), json!(1.5), json!(0.25)],
-        vec![json!(now), json!(2.5), json!(0.5)],
-    ];
+    let expected =
+        vec![vec![json!(SAMPLE_START_MS), json!(1.5), json!(0.25)], vec![json!(now), json!(2.5), json!(0.5)]];
     assert_eq!(influxql_values(&influxd.url(), INFLUX_DB, query), expected);
 
     influxd.restart();
@@ -67,22 +63,12 @@ fn victoria_exports_points_from_2006_and_from_now_named_measurement_underscore_f
     }
     victoria_flush(&victoria.url());
     let active = r#"smoke_power_active{phase="1"}"#;
-    let series = eventually(
-        Duration::from_secs(10),
-        "smoke_power_active in the export",
-        || {
-            let series = victoria_export(&victoria.url(), active);
-            (series
-                .first()
-                .is_some_and(|s| s["values"].as_array().is_some_and(|v| v.len() == 2)))
-            .then_some(series)
-        },
-    );
+    let series = eventually(Duration::from_secs(10), "smoke_power_active in the export", || {
+        let series = victoria_export(&victoria.url(), active);
+        (series.first().is_some_and(|s| s["values"].as_array().is_some_and(|v| v.len() == 2))).then_some(series)
+    });
     assert_eq!(series.len(), 1, "{series:?}");
-    assert_eq!(
-        series[0]["metric"],
-        json!({"__name__": "smoke_power_active", "phase": "1"})
-    );
+    assert_eq!(series[0]["metric"], json!({"__name__": "smoke_power_active", "phase": "1"}));
     assert_eq!(series[0]["values"], json!([1.5, 2.5]));
     assert_eq!(series[0]["timestamps"], json!([SAMPLE_START_MS, now]));
     let reactive = victoria_export(&victoria.url(), "smoke_power_reactive");
@@ -91,11 +77,7 @@ fn victoria_exports_points_from_2006_and_from_now_named_measurement_underscore_f
 
     victoria.restart();
     let series = victoria_export(&victoria.url(), active);
-    assert_eq!(
-        series[0]["values"],
-        json!([1.5, 2.5]),
-        "after restart: {series:?}"
-    );
+    assert_eq!(series[0]["values"], json!([1.5, 2.5]), "after restart: {series:?}");
 }
 
 #[test]
@@ -108,19 +90,13 @@ fn mosquitto_delivers_a_message_queued_for_a_persistent_session_after_restart() 
     // A persistent session subscribes at QoS 1, then goes away.
     let (subscriber, mut connection) = connect(&mosquitto, &subscriber_id, false);
     subscriber.subscribe(&topic, QoS::AtLeastOnce).unwrap();
-    next_packet(&mut connection, "SUBACK", |p| {
-        matches!(p, Packet::SubAck(_))
-    });
+    next_packet(&mut connection, "SUBACK", |p| matches!(p, Packet::SubAck(_)));
     drop((subscriber, connection));
 
     // A reading arrives while it is away; the broker queues it.
     let (publisher, mut connection) = connect(&mosquitto, &unique("smoke-publisher"), true);
-    publisher
-        .publish(&topic, QoS::AtLeastOnce, false, b"queued".to_vec())
-        .unwrap();
-    next_packet(&mut connection, "PUBACK", |p| {
-        matches!(p, Packet::PubAck(_))
-    });
+    publisher.publish(&topic, QoS::AtLeastOnce, false, b"queued".to_vec()).unwrap();
+    next_packet(&mut connection, "PUBACK", |p| matches!(p, Packet::PubAck(_)));
     drop((publisher, connection));
 
     // The broker restarts (SIGTERM saves the queue, start reloads it) ...
@@ -128,34 +104,22 @@ fn mosquitto_delivers_a_message_queued_for_a_persistent_session_after_restart() 
 
     // ... and the session gets the reading without subscribing again.
     let (_subscriber, mut connection) = connect(&mosquitto, &subscriber_id, false);
-    let publish = next_packet(&mut connection, "the queued PUBLISH", |p| {
-        matches!(p, Packet::Publish(_))
-    });
-    let Packet::Publish(publish) = publish else {
-        unreachable!()
-    };
+    let publish = next_packet(&mut connection, "the queued PUBLISH", |p| matches!(p, Packet::Publish(_)));
+    let Packet::Publish(publish) = publish else { unreachable!() };
     assert_eq!(publish.topic, topic);
     assert_eq!(&publish.payload[..], b"queued");
 }
 
 fn connect(mosquitto: &Mosquitto, id: &str, clean_session: bool) -> (Client, Connection) {
     let mut options = MqttOptions::new(id, "127.0.0.1", mosquitto.port());
-    options
-        .set_clean_session(clean_session)
-        .set_keep_alive(Duration::from_secs(10));
+    options.set_clean_session(clean_session).set_keep_alive(Duration::from_secs(10));
     let (client, mut connection) = Client::new(options, 10);
-    next_packet(&mut connection, "CONNACK", |p| {
-        matches!(p, Packet::ConnAck(_))
-    });
+    next_packet(&mut connection, "CONNACK", |p| matches!(p, Packet::ConnAck(_)));
     (client, connection)
 }
 
 /// Drives the connection until an incoming packet matches, within 10 s.
-fn next_packet(
-    connection: &mut Connection,
-    what: &str,
-    wanted: impl Fn(&Packet) -> bool,
-) -> Packet {
+fn next_packet(connection: &mut Connection, what: &str, wanted: impl Fn(&Packet) -> bool) -> Packet {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -19,9 +19,7 @@ const HZ: usize = 12;
 const START: f64 = 1_670_492_760.0;
 
 fn sensor(k: usize) -> [u8; 12] {
-    let mut id = [
-        0x60, 0xa3, 0xae, 0xc3, 0xd2, 0xdd, 0x98, 0x49, 0xd6, 0x93, 0x59, 0x70,
-    ];
+    let mut id = [0x60, 0xa3, 0xae, 0xc3, 0xd2, 0xdd, 0x98, 0x49, 0xd6, 0x93, 0x59, 0x70];
     id[11] += k as u8;
     id
 }
@@ -37,14 +35,7 @@ fn messages(per_message: usize) -> Vec<Vec<u8>> {
                 for &j in chunk {
                     let ts = START + s as f64 + j as f64 / HZ as f64;
                     let p = (1_000_000 + s * 1_000 + j) as i64;
-                    msg.extend(encode_raw(
-                        FEATURE_RAW,
-                        ts,
-                        &sensor(k),
-                        0,
-                        [p, p / 2, p / 3],
-                        [-p / 10, 0, 1],
-                    ));
+                    msg.extend(encode_raw(FEATURE_RAW, ts, &sensor(k), 0, [p, p / 2, p / 3], [-p / 10, 0, 1]));
                 }
                 out.push(msg);
             }

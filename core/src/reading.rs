@@ -85,9 +85,7 @@ impl<'de> serde::Deserialize<'de> for Field {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         Field::from_name(&name).ok_or_else(|| {
-            serde::de::Error::custom(format_args!(
-                "unknown field name {name:?}, expected one like \"p_l1\""
-            ))
+            serde::de::Error::custom(format_args!("unknown field name {name:?}, expected one like \"p_l1\""))
         })
     }
 }
@@ -196,13 +194,7 @@ pub struct Reading {
 impl Reading {
     /// A reading with no values yet.
     pub fn new(sensor: SensorId, source: Source, ts_ms: i64) -> Self {
-        Reading {
-            sensor,
-            source,
-            ts_ms,
-            values: [0.0; FIELD_COUNT],
-            present: 0,
-        }
+        Reading { sensor, source, ts_ms, values: [0.0; FIELD_COUNT], present: 0 }
     }
 
     /// Set a field. Callers check finiteness first (decoders reject NaN).
@@ -213,20 +205,12 @@ impl Reading {
 
     /// The field's value, if the payload had it.
     pub fn get(&self, field: Field) -> Option<f64> {
-        if self.present & (1 << field.index()) != 0 {
-            Some(self.values[field.index()])
-        } else {
-            None
-        }
+        if self.present & (1 << field.index()) != 0 { Some(self.values[field.index()]) } else { None }
     }
 
     /// The present fields and their values, in field order.
     pub fn iter(&self) -> impl Iterator<Item = (Field, f64)> + '_ {
-        Field::ALL
-            .iter()
-            .copied()
-            .filter(|f| self.present & (1 << f.index()) != 0)
-            .map(|f| (f, self.values[f.index()]))
+        Field::ALL.iter().copied().filter(|f| self.present & (1 << f.index()) != 0).map(|f| (f, self.values[f.index()]))
     }
 
     /// Sum over the phases present, or `None` when no phase is present.
@@ -255,9 +239,7 @@ mod tests {
 
     #[test]
     fn object_id_is_24_lowercase_hex() {
-        let id = SensorId::from_object_id(&[
-            0x60, 0xa3, 0xae, 0xc3, 0xd2, 0xdd, 0x98, 0x49, 0xd6, 0x93, 0x59, 0x76,
-        ]);
+        let id = SensorId::from_object_id(&[0x60, 0xa3, 0xae, 0xc3, 0xd2, 0xdd, 0x98, 0x49, 0xd6, 0x93, 0x59, 0x76]);
         assert_eq!(id.as_str(), "60a3aec3d2dd9849d6935976");
     }
 

@@ -16,8 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gridcast_ingest::simulate::{
-    Generator, GeneratorConfig, PublishOptions, PublishReport, RECORD_LEN, Series, Start,
-    encode_batch, publish,
+    Generator, GeneratorConfig, PublishOptions, PublishReport, RECORD_LEN, Series, Start, encode_batch, publish,
 };
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,15 +27,10 @@ const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 const T0: i64 = 1_700_000_040; // a whole minute
 
 fn sample_generator(sensors: u32, minutes: usize) -> Generator {
-    let csv =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/uci_household_2007-01_14d.csv");
+    let csv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/uci_household_2007-01_14d.csv");
     let series = Series::load(&csv).expect("the shipped sample loads");
-    let config = GeneratorConfig {
-        sensors,
-        minutes: Some(minutes),
-        start: Start::At(T0),
-        ..GeneratorConfig::default()
-    };
+    let config =
+        GeneratorConfig { sensors, minutes: Some(minutes), start: Start::At(T0), ..GeneratorConfig::default() };
     Generator::new(&series, config).expect("generator")
 }
 
@@ -46,10 +40,7 @@ fn expected_records(g: &Generator) -> HashSet<Vec<u8>> {
 }
 
 fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
 /// A Mosquitto of our own; killed (SIGKILL, by pid) when dropped.
@@ -70,10 +61,7 @@ impl Mosquitto {
             dir.join(format!("mosquitto-{port}.log")).display()
         );
         if persistence {
-            text += &format!(
-                "persistence true\npersistence_location {}/\n",
-                dir.display()
-            );
+            text += &format!("persistence true\npersistence_location {}/\n", dir.display());
         }
         std::fs::write(&config, text).expect("write mosquitto config");
         Mosquitto::spawn(config, port).await
@@ -89,34 +77,21 @@ impl Mosquitto {
             .unwrap_or_else(|e| panic!("cannot start {MOSQUITTO}: {e}"));
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not listen on {port}"
-            );
+            assert!(Instant::now() < deadline, "mosquitto did not listen on {port}");
             sleep(Duration::from_millis(20)).await;
         }
-        Mosquitto {
-            child,
-            port,
-            config,
-        }
+        Mosquitto { child, port, config }
     }
 
     /// SIGTERM (mosquitto saves its persistence file), wait for the exit,
     /// start again with the same config and port.
     async fn restart_gracefully(mut self) -> Mosquitto {
         let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill -TERM");
+        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
         assert!(status.success());
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.child.try_wait().expect("wait for mosquitto").is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not stop on SIGTERM"
-            );
+            assert!(Instant::now() < deadline, "mosquitto did not stop on SIGTERM");
             sleep(Duration::from_millis(10)).await;
         }
         let (config, port) = (self.config.clone(), self.port);
@@ -142,8 +117,7 @@ struct Subscriber {
 impl Subscriber {
     async fn start(port: u16, client_id: &str, filter: &str) -> Subscriber {
         let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
-        opts.set_clean_session(false)
-            .set_keep_alive(Duration::from_secs(5));
+        opts.set_clean_session(false).set_keep_alive(Duration::from_secs(5));
         let (client, mut eventloop) = AsyncClient::new(opts, 100);
         let payloads = Arc::new(Mutex::new(Vec::new()));
         let (subscribed_tx, mut subscribed) = tokio::sync::watch::channel(false);
@@ -152,16 +126,12 @@ impl Subscriber {
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        client
-                            .try_subscribe(filter.clone(), QoS::AtLeastOnce)
-                            .expect("subscribe");
+                        client.try_subscribe(filter.clone(), QoS::AtLeastOnce).expect("subscribe");
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
                         let _ = subscribed_tx.send(true);
                     }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        sink.lock().unwrap().push(p.payload.to_vec())
-                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => sink.lock().unwrap().push(p.payload.to_vec()),
                     Ok(_) => {}
                     Err(_) => sleep(Duration::from_millis(20)).await,
                 }
@@ -180,12 +150,7 @@ impl Subscriber {
         let mut all = HashSet::new();
         let mut total = 0;
         for payload in payloads.iter() {
-            assert_eq!(
-                payload.len() % RECORD_LEN,
-                0,
-                "payload of {} bytes",
-                payload.len()
-            );
+            assert_eq!(payload.len() % RECORD_LEN, 0, "payload of {} bytes", payload.len());
             for record in payload.chunks(RECORD_LEN) {
                 all.insert(record.to_vec());
                 total += 1;
@@ -200,19 +165,11 @@ impl Subscriber {
         loop {
             let (got, total) = self.records();
             if got.is_superset(expected) {
-                assert_eq!(
-                    got.len(),
-                    expected.len(),
-                    "records that were never published arrived"
-                );
+                assert_eq!(got.len(), expected.len(), "records that were never published arrived");
                 return total;
             }
             if Instant::now() >= deadline {
-                panic!(
-                    "{} of {} records never arrived",
-                    expected.difference(&got).count(),
-                    expected.len()
-                );
+                panic!("{} of {} records never arrived", expected.difference(&got).count(), expected.len());
             }
             sleep(Duration::from_millis(20)).await;
         }
@@ -251,13 +208,7 @@ async fn every_simulated_reading_reaches_a_subscriber_through_mosquitto() {
     let expected = expected_records(&g);
     assert_eq!(expected.len(), 2 * 2 * 720);
 
-    let report = publish(
-        &options(broker.port, "sim-test-pub-1", "sim1"),
-        g.readings(),
-        |_| {},
-    )
-    .await
-    .unwrap();
+    let report = publish(&options(broker.port, "sim-test-pub-1", "sim1"), g.readings(), |_| {}).await.unwrap();
     assert_all_acked(&report, 2880, 2880);
     let total = sub.wait_for_all(&expected, Duration::from_secs(20)).await;
     assert_eq!(total, 2880, "no duplicates without a fault");
@@ -272,21 +223,14 @@ async fn batched_messages_carry_one_second_of_one_sensor() {
     let g = sample_generator(2, 2);
     let expected = expected_records(&g);
 
-    let opts = PublishOptions {
-        readings_per_message: 12,
-        ..options(broker.port, "sim-test-pub-2", "sim2")
-    };
+    let opts = PublishOptions { readings_per_message: 12, ..options(broker.port, "sim-test-pub-2", "sim2") };
     let report = publish(&opts, g.readings(), |_| {}).await.unwrap();
     assert_all_acked(&report, 240, 2880);
     sub.wait_for_all(&expected, Duration::from_secs(20)).await;
     let payloads = sub.payloads.lock().unwrap();
     assert!(payloads.iter().all(|p| p.len() == 12 * RECORD_LEN));
     // One sensor per message: the sensor bytes (9..21) of every record match the first's.
-    assert!(
-        payloads
-            .iter()
-            .all(|p| p.chunks(RECORD_LEN).all(|r| r[9..21] == p[9..21]))
-    );
+    assert!(payloads.iter().all(|p| p.chunks(RECORD_LEN).all(|r| r[9..21] == p[9..21])));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,10 +243,7 @@ async fn nothing_is_lost_when_the_broker_restarts_with_our_session() {
     let expected = expected_records(&g);
 
     // 2 minutes at 40x real time: 3 s, with the broker restarted after 1 s.
-    let opts = PublishOptions {
-        speedup: 40.0,
-        ..options(port, "sim-test-pub-3", "sim3")
-    };
+    let opts = PublishOptions { speedup: 40.0, ..options(port, "sim-test-pub-3", "sim3") };
     let publisher = tokio::spawn(async move { publish(&opts, g.readings(), |_| {}).await });
     sleep(Duration::from_secs(1)).await;
     let broker = broker.restart_gracefully().await;
@@ -356,9 +297,7 @@ async fn black_hole_then_proxy(
     loop {
         let (mut client, _) = listener.accept().await.expect("accept");
         tokio::spawn(async move {
-            let mut server = TcpStream::connect(("127.0.0.1", upstream))
-                .await
-                .expect("upstream");
+            let mut server = TcpStream::connect(("127.0.0.1", upstream)).await.expect("upstream");
             let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
         });
     }
@@ -378,29 +317,17 @@ async fn unacked_messages_are_resent_when_the_broker_lost_our_session() {
     let front_port = front.local_addr().unwrap().port();
     let swallowed = Arc::new(AtomicUsize::new(0));
     let (hang_up, hang_up_rx) = tokio::sync::oneshot::channel();
-    let proxy = tokio::spawn(black_hole_then_proxy(
-        front,
-        broker.port,
-        swallowed.clone(),
-        hang_up_rx,
-    ));
+    let proxy = tokio::spawn(black_hole_then_proxy(front, broker.port, swallowed.clone(), hang_up_rx));
 
     let g = sample_generator(1, 1);
     let expected = expected_records(&g);
-    let opts = PublishOptions {
-        inflight: 200,
-        ..options(front_port, "sim-test-pub-4", "sim4")
-    };
+    let opts = PublishOptions { inflight: 200, ..options(front_port, "sim-test-pub-4", "sim4") };
     let publisher = tokio::spawn(async move { publish(&opts, g.readings(), |_| {}).await });
 
     // The publisher fills its window (200 un-acked messages) and stalls.
     let deadline = Instant::now() + Duration::from_secs(10);
     while swallowed.load(Ordering::SeqCst) < 200 {
-        assert!(
-            Instant::now() < deadline,
-            "only {} messages reached the black hole",
-            swallowed.load(Ordering::SeqCst)
-        );
+        assert!(Instant::now() < deadline, "only {} messages reached the black hole", swallowed.load(Ordering::SeqCst));
         sleep(Duration::from_millis(10)).await;
     }
     sleep(Duration::from_millis(200)).await;

@@ -30,12 +30,7 @@ impl Response {
 /// Sends `method url` with `body` and returns the response, or the I/O
 /// error (a server that is down is an error, not a panic: fault tests
 /// expect it).
-pub fn request(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> std::io::Result<Response> {
+pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Response> {
     let (authority, target) = split_url(url);
     let mut stream = TcpStream::connect(authority)?;
     stream.set_read_timeout(Some(TIMEOUT))?;
@@ -56,10 +51,7 @@ pub fn request(
     parse_response(&raw).ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!(
-                "{method} {url}: malformed response: {}",
-                String::from_utf8_lossy(&raw)
-            ),
+            format!("{method} {url}: malformed response: {}", String::from_utf8_lossy(&raw)),
         )
     })
 }
@@ -76,11 +68,7 @@ pub fn post(url: &str, body: &[u8]) -> Response {
 
 /// `k1=v1&k2=v2`, percent-encoded.
 pub fn query_string(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
+    pairs.iter().map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v))).collect::<Vec<_>>().join("&")
 }
 
 fn percent_encode(s: &str) -> String {
@@ -97,9 +85,7 @@ fn percent_encode(s: &str) -> String {
 
 /// `http://host:port/path?q` -> (`host:port`, `/path?q`).
 fn split_url(url: &str) -> (&str, &str) {
-    let rest = url
-        .strip_prefix("http://")
-        .unwrap_or_else(|| panic!("{url:?}: only http:// URLs are supported"));
+    let rest = url.strip_prefix("http://").unwrap_or_else(|| panic!("{url:?}: only http:// URLs are supported"));
     match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -123,11 +109,7 @@ fn parse_response(raw: &[u8]) -> Option<Response> {
             length = value.parse::<usize>().ok();
         }
     }
-    let body = if chunked {
-        dechunk(body)?
-    } else {
-        body[..length.unwrap_or(body.len()).min(body.len())].to_vec()
-    };
+    let body = if chunked { dechunk(body)? } else { body[..length.unwrap_or(body.len()).min(body.len())].to_vec() };
     Some(Response { status, body })
 }
 
@@ -152,22 +134,13 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
 /// and returns the JSON answer. Panics on any error, including one InfluxDB
 /// reports inside the results.
 pub fn influxql_query(url: &str, db: &str, q: &str) -> Value {
-    let full = format!(
-        "{url}/query?{}",
-        query_string(&[("db", db), ("q", q), ("epoch", "ms")])
-    );
+    let full = format!("{url}/query?{}", query_string(&[("db", db), ("q", q), ("epoch", "ms")]));
     let response = get(&full);
     assert_eq!(response.status, 200, "GET {full}: {}", response.text());
     let answer: Value = serde_json::from_slice(&response.body)
         .unwrap_or_else(|e| panic!("GET {full}: not JSON ({e}): {}", response.text()));
     let errors: Vec<&Value> = std::iter::once(&answer["error"])
-        .chain(
-            answer["results"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|r| &r["error"]),
-        )
+        .chain(answer["results"].as_array().into_iter().flatten().map(|r| &r["error"]))
         .filter(|e| !e.is_null())
         .collect();
     assert!(errors.is_empty(), "InfluxQL {q:?} on {db}: {errors:?}");
@@ -180,21 +153,14 @@ pub fn influxql_values(url: &str, db: &str, q: &str) -> Vec<Vec<Value>> {
     let answer = influxql_query(url, db, q);
     answer["results"][0]["series"][0]["values"]
         .as_array()
-        .map(|rows| {
-            rows.iter()
-                .map(|row| row.as_array().cloned().unwrap_or_default())
-                .collect()
-        })
+        .map(|rows| rows.iter().map(|row| row.as_array().cloned().unwrap_or_default()).collect())
         .unwrap_or_default()
 }
 
 /// Writes line protocol with millisecond timestamps (POST /write) and
 /// panics unless InfluxDB answers 204.
 pub fn influx_write(url: &str, db: &str, lines: &str) {
-    let full = format!(
-        "{url}/write?{}",
-        query_string(&[("db", db), ("precision", "ms")])
-    );
+    let full = format!("{url}/write?{}", query_string(&[("db", db), ("precision", "ms")]));
     let response = post(&full, lines.as_bytes());
     assert_eq!(response.status, 204, "POST {full}: {}", response.text());
 }
@@ -207,12 +173,7 @@ pub fn influx_write(url: &str, db: &str, lines: &str) {
 /// poll with [`super::eventually`].
 pub fn victoria_flush(url: &str) {
     let response = get(&format!("{url}/internal/force_flush"));
-    assert_eq!(
-        response.status,
-        200,
-        "force_flush at {url}: {}",
-        response.text()
-    );
+    assert_eq!(response.status, 200, "force_flush at {url}: {}", response.text());
 }
 
 /// Every sample of the series matching `match_expr` (a series selector such
@@ -220,19 +181,14 @@ pub fn victoria_flush(url: &str) {
 /// JSON object per series: `{"metric": {"__name__": .., tags..},
 /// "values": [..], "timestamps": [ms..]}`. Does not flush first.
 pub fn victoria_export(url: &str, match_expr: &str) -> Vec<Value> {
-    let full = format!(
-        "{url}/api/v1/export?{}",
-        query_string(&[("match[]", match_expr)])
-    );
+    let full = format!("{url}/api/v1/export?{}", query_string(&[("match[]", match_expr)]));
     let response = get(&full);
     assert_eq!(response.status, 200, "GET {full}: {}", response.text());
     response
         .text()
         .lines()
         .filter(|line| !line.trim().is_empty())
-        .map(|line| {
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("GET {full}: line {line:?}: {e}"))
-        })
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("GET {full}: line {line:?}: {e}")))
         .collect()
 }
 
@@ -243,11 +199,7 @@ pub fn victoria_export(url: &str, match_expr: &str) -> Vec<Value> {
 pub fn victoria_write(url: &str, lines: &str) {
     let full = format!(
         "{url}/api/v2/write?{}",
-        query_string(&[
-            ("bucket", "gridcast"),
-            ("org", "gridcast"),
-            ("precision", "ms")
-        ])
+        query_string(&[("bucket", "gridcast"), ("org", "gridcast"), ("precision", "ms")])
     );
     let response = post(&full, lines.as_bytes());
     assert_eq!(response.status, 204, "POST {full}: {}", response.text());

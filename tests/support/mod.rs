@@ -20,6 +20,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod http;
+pub mod meter;
 mod process;
 mod servers;
 
@@ -29,9 +30,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use http::{
-    influx_write, influxql_query, influxql_values, victoria_export, victoria_flush, victoria_write,
-};
+pub use http::{influx_write, influxql_query, influxql_values, victoria_export, victoria_flush, victoria_write};
 pub use servers::{Influxd, Mosquitto, Victoria};
 
 /// The database that `scripts/test-servers` and [`Influxd::start`] create.
@@ -55,9 +54,9 @@ pub struct SharedServers {
 pub fn shared_servers() -> SharedServers {
     let mqtt = required_env("GRIDCAST_TEST_MQTT");
     SharedServers {
-        mqtt: mqtt.parse().unwrap_or_else(|e| {
-            panic!("GRIDCAST_TEST_MQTT={mqtt:?} is not an address like 127.0.0.1:1883: {e}")
-        }),
+        mqtt: mqtt
+            .parse()
+            .unwrap_or_else(|e| panic!("GRIDCAST_TEST_MQTT={mqtt:?} is not an address like 127.0.0.1:1883: {e}")),
         influxdb_v1: required_env("GRIDCAST_TEST_INFLUXDB_V1"),
         victoria: required_env("GRIDCAST_TEST_VICTORIA"),
     }
@@ -79,10 +78,7 @@ fn required_env(name: &str) -> String {
 /// servers retry on a new port when that happens.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port");
-    listener
-        .local_addr()
-        .expect("local address of a bound socket")
-        .port()
+    listener.local_addr().expect("local address of a bound socket").port()
 }
 
 /// A name no other test in this run uses: `{prefix}_{pid}_{counter}_{nanos}`,
@@ -90,9 +86,7 @@ pub fn free_port() -> u16 {
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     format!("{prefix}_{}_{n}_{nanos}", std::process::id())
 }
 
@@ -107,10 +101,7 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut attempt: impl FnMut() ->
         if let Some(value) = attempt() {
             return value;
         }
-        assert!(
-            Instant::now() < deadline,
-            "gave up after {timeout:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "gave up after {timeout:?} waiting for {what}");
         thread::sleep(Duration::from_millis(50));
     }
 }

@@ -48,29 +48,15 @@ impl ServerProcess {
     /// Starts `name` on a free port and waits until it answers. `launch`
     /// gets the port and returns the command (writing any config file);
     /// output goes to `log`. Panics, with the log's tail, if it never does.
-    pub fn start(
-        name: &'static str,
-        log: PathBuf,
-        probe: Probe,
-        mut launch: impl FnMut(u16) -> Launch,
-    ) -> Self {
+    pub fn start(name: &'static str, log: PathBuf, probe: Probe, mut launch: impl FnMut(u16) -> Launch) -> Self {
         for attempt in 1..=ATTEMPTS {
             let port = free_port();
-            let mut server = ServerProcess {
-                name,
-                launch: launch(port),
-                log: log.clone(),
-                port,
-                probe,
-                child: None,
-            };
+            let mut server = ServerProcess { name, launch: launch(port), log: log.clone(), port, probe, child: None };
             server.spawn();
             match server.await_ready() {
                 Ok(()) => return server,
                 Err(status) if attempt < ATTEMPTS => {
-                    eprintln!(
-                        "{name} on port {port} exited at once ({status}); trying another port"
-                    );
+                    eprintln!("{name} on port {port} exited at once ({status}); trying another port");
                 }
                 Err(status) => server.fail(&format!("exited before it answered ({status})")),
             }
@@ -104,10 +90,7 @@ impl ServerProcess {
                 thread::sleep(Duration::from_millis(20));
             }
             if matches!(child.try_wait(), Ok(None)) {
-                eprintln!(
-                    "{} did not exit {STOP_TIMEOUT:?} after SIGTERM: killing it",
-                    self.name
-                );
+                eprintln!("{} did not exit {STOP_TIMEOUT:?} after SIGTERM: killing it", self.name);
             }
         }
         self.kill();
@@ -138,12 +121,7 @@ impl ServerProcess {
             .append(true)
             .open(&self.log)
             .unwrap_or_else(|e| panic!("open {}: {e}", self.log.display()));
-        let _ = writeln!(
-            log,
-            "\n--- launch: {} {:?}",
-            self.launch.program.display(),
-            self.launch.args
-        );
+        let _ = writeln!(log, "\n--- launch: {} {:?}", self.launch.program.display(), self.launch.args);
         let mut command = Command::new(&self.launch.program);
         command
             .args(&self.launch.args)
@@ -153,9 +131,7 @@ impl ServerProcess {
         for var in &self.launch.env_remove {
             command.env_remove(var);
         }
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", self.launch.program.display()));
+        let child = command.spawn().unwrap_or_else(|e| panic!("start {}: {e}", self.launch.program.display()));
         self.child = Some(child);
     }
 
@@ -216,9 +192,9 @@ pub fn find_binary(name: &str, debian_path: &str) -> PathBuf {
         .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file());
-    on_path.or_else(|| Some(PathBuf::from(debian_path)).filter(|p| p.is_file())).unwrap_or_else(
-        || panic!("{name} is not installed (not on PATH, not at {debian_path}): run scripts/install-deps"),
-    )
+    on_path.or_else(|| Some(PathBuf::from(debian_path)).filter(|p| p.is_file())).unwrap_or_else(|| {
+        panic!("{name} is not installed (not on PATH, not at {debian_path}): run scripts/install-deps")
+    })
 }
 
 /// Whether process `pid` itself holds a socket listening on 127.0.0.1:`port`.
@@ -242,9 +218,7 @@ fn listens(pid: u32, port: u16) -> bool {
     let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
         return false;
     };
-    fds.flatten().any(|fd| {
-        fs::read_link(fd.path()).is_ok_and(|target| inodes.iter().any(|i| target == Path::new(i)))
-    })
+    fds.flatten().any(|fd| fs::read_link(fd.path()).is_ok_and(|target| inodes.iter().any(|i| target == Path::new(i))))
 }
 
 #[cfg(not(target_os = "linux"))]

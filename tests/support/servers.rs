@@ -43,11 +43,7 @@ impl Mosquitto {
         let log = fresh_log(&dir.join("mosquitto.log"));
         let process = ServerProcess::start("mosquitto", log, mqtt_answers, |port| {
             write_file(&config, &mosquitto_config(port, &data));
-            Launch {
-                program: program.clone(),
-                args: vec!["-c".into(), config.clone().into()],
-                env_remove: vec![],
-            }
+            Launch { program: program.clone(), args: vec!["-c".into(), config.clone().into()], env_remove: vec![] }
         });
         Mosquitto { process }
     }
@@ -89,10 +85,7 @@ impl Mosquitto {
 /// replaced. A broker started as root keeps running as root (`user root`):
 /// as the `mosquitto` user it could not write to the test's directory.
 fn mosquitto_config(port: u16, data: &Path) -> String {
-    let shipped = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/mosquitto/mosquitto.conf"
-    );
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/mosquitto/mosquitto.conf");
     let text = fs::read_to_string(shipped).unwrap_or_else(|e| panic!("read {shipped}: {e}"));
     let mut replaced = 0;
     let mut config: String = text
@@ -109,10 +102,7 @@ fn mosquitto_config(port: u16, data: &Path) -> String {
             }
         })
         .collect();
-    assert_eq!(
-        replaced, 2,
-        "{shipped}: expected one `listener` and one `persistence_location` line"
-    );
+    assert_eq!(replaced, 2, "{shipped}: expected one `listener` and one `persistence_location` line");
     if fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
         config.push_str("\n# Added by tests/support.\nuser root\n");
     }
@@ -156,10 +146,8 @@ impl Influxd {
         let program = find_binary("influxd", "/usr/bin/influxd");
         let log = fresh_log(&dir.join("influxdb.log"));
         // influxd lets INFLUXDB_* variables override its config file.
-        let env_remove: Vec<OsString> = std::env::vars_os()
-            .map(|(k, _)| k)
-            .filter(|k| k.to_string_lossy().starts_with("INFLUXDB_"))
-            .collect();
+        let env_remove: Vec<OsString> =
+            std::env::vars_os().map(|(k, _)| k).filter(|k| k.to_string_lossy().starts_with("INFLUXDB_")).collect();
         let process = ServerProcess::start("influxd", log, influx_answers, |port| {
             let rpc_port = super::free_port();
             write_file(&config, &influxdb_config(&data, port, rpc_port));
@@ -268,8 +256,7 @@ bind-address = "127.0.0.1:{rpc_port}"
 }
 
 fn influx_answers(port: u16) -> bool {
-    http::request("GET", &format!("http://127.0.0.1:{port}/ping"), &[], b"")
-        .is_ok_and(|r| r.status == 204)
+    http::request("GET", &format!("http://127.0.0.1:{port}/ping"), &[], b"").is_ok_and(|r| r.status == 204)
 }
 
 // --- VictoriaMetrics ------------------------------------------------------------------
@@ -292,11 +279,7 @@ impl Victoria {
                 format!("-storageDataPath={}", data.display()).into(),
             ];
             args.extend(VICTORIA_FLAGS.iter().map(OsString::from));
-            Launch {
-                program: program.clone(),
-                args,
-                env_remove: vec![],
-            }
+            Launch { program: program.clone(), args, env_remove: vec![] }
         });
         Victoria { process }
     }
@@ -338,14 +321,9 @@ impl Victoria {
 /// month, drops older samples while still answering 204); one sample per
 /// series and timestamp, as in InfluxDB; no response cache and no hiding of
 /// the last 30 s in /api/v1/query*.
-const VICTORIA_FLAGS: [&str; 4] = [
-    "-retentionPeriod=100y",
-    "-dedup.minScrapeInterval=1ms",
-    "-search.disableCache",
-    "-search.latencyOffset=1ms",
-];
+const VICTORIA_FLAGS: [&str; 4] =
+    ["-retentionPeriod=100y", "-dedup.minScrapeInterval=1ms", "-search.disableCache", "-search.latencyOffset=1ms"];
 
 fn victoria_answers(port: u16) -> bool {
-    http::request("GET", &format!("http://127.0.0.1:{port}/health"), &[], b"")
-        .is_ok_and(|r| r.status == 200)
+    http::request("GET", &format!("http://127.0.0.1:{port}/health"), &[], b"").is_ok_and(|r| r.status == 200)
 }

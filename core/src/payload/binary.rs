@@ -13,8 +13,8 @@
 //! three phases and `Reading` has no place for it.
 
 use super::{
-    DecodeError, FEATURE_ONE_MINUTE, FEATURE_TEN_SECOND, ONE_MINUTE_LEN, RAW_RECORD_LEN,
-    TEN_SECOND_LEN, ts_ms_from_secs,
+    DecodeError, FEATURE_ONE_MINUTE, FEATURE_TEN_SECOND, ONE_MINUTE_LEN, RAW_RECORD_LEN, TEN_SECOND_LEN,
+    ts_ms_from_secs,
 };
 use crate::reading::{Field, Reading, SensorId, Source};
 
@@ -77,21 +77,13 @@ fn p_q_body(c: &mut Cursor<'_>, reading: &mut Reading) -> Option<()> {
 }
 
 fn check_len(feature_type: u8, payload: &[u8], expected: usize) -> Result<(), DecodeError> {
-    if payload.len() == expected {
-        Ok(())
-    } else {
-        Err(short(feature_type, expected, payload))
-    }
+    if payload.len() == expected { Ok(()) } else { Err(short(feature_type, expected, payload)) }
 }
 
 /// The length was checked, so a short read is unreachable; map it to the
 /// length error anyway rather than trusting that with a panic.
 fn short(feature_type: u8, expected: usize, payload: &[u8]) -> DecodeError {
-    DecodeError::WrongLength {
-        feature_type,
-        expected,
-        actual: payload.len(),
-    }
+    DecodeError::WrongLength { feature_type, expected, actual: payload.len() }
 }
 
 pub(super) fn decode_ten_second(payload: &[u8], out: &mut Vec<Reading>) -> Result<(), DecodeError> {
@@ -129,11 +121,7 @@ pub(super) fn decode_one_minute(payload: &[u8], out: &mut Vec<Reading>) -> Resul
 
 /// One or more raw records. Every record must carry the same type byte: a
 /// record boundary in the wrong place would otherwise decode as garbage.
-pub(super) fn decode_raw(
-    feature_type: u8,
-    payload: &[u8],
-    out: &mut Vec<Reading>,
-) -> Result<(), DecodeError> {
+pub(super) fn decode_raw(feature_type: u8, payload: &[u8], out: &mut Vec<Reading>) -> Result<(), DecodeError> {
     let records = payload.len() / RAW_RECORD_LEN;
     if records == 0 || records * RAW_RECORD_LEN != payload.len() {
         return Err(short(feature_type, RAW_RECORD_LEN, payload));
@@ -146,22 +134,16 @@ pub(super) fn decode_raw(
     for (i, record) in payload.chunks_exact(RAW_RECORD_LEN).enumerate() {
         let found = record.first().copied().unwrap_or_default();
         if found != feature_type {
-            return Err(DecodeError::BatchTypeMismatch {
-                record: i,
-                expected: feature_type,
-                found,
-            });
+            return Err(DecodeError::BatchTypeMismatch { record: i, expected: feature_type, found });
         }
         let mut c = Cursor(record);
-        let (ts_ms, sensor) =
-            header(&mut c).ok_or_else(|| short(feature_type, RAW_RECORD_LEN, payload))?;
+        let (ts_ms, sensor) = header(&mut c).ok_or_else(|| short(feature_type, RAW_RECORD_LEN, payload))?;
         let id = match (prev_sensor, out.last()) {
             (Some(prev), Some(last)) if prev == sensor => last.sensor.clone(),
             _ => SensorId::from_object_id(&sensor),
         };
         let mut reading = Reading::new(id, Source::Raw, ts_ms?);
-        p_q_body(&mut c, &mut reading)
-            .ok_or_else(|| short(feature_type, RAW_RECORD_LEN, payload))?;
+        p_q_body(&mut c, &mut reading).ok_or_else(|| short(feature_type, RAW_RECORD_LEN, payload))?;
         out.push(reading);
         prev_sensor = Some(sensor);
     }
@@ -169,13 +151,7 @@ pub(super) fn decode_raw(
 }
 
 /// Writes the common header; returns the offset after it (22).
-fn put_header(
-    buf: &mut [u8],
-    feature_type: u8,
-    ts_secs: f64,
-    sensor: &[u8; 12],
-    phase: u8,
-) -> usize {
+fn put_header(buf: &mut [u8], feature_type: u8, ts_secs: f64, sensor: &[u8; 12], phase: u8) -> usize {
     buf[0] = feature_type;
     buf[1..9].copy_from_slice(&ts_secs.to_le_bytes());
     buf[9..21].copy_from_slice(sensor);

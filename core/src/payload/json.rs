@@ -45,28 +45,15 @@ impl Default for JsonFormat {
             ts_key: "ts".into(),
             sensor_key: "sensor".into(),
             ts_unit: TsUnit::Seconds,
-            fields: Field::ALL
-                .iter()
-                .map(|f| (f.name().to_owned(), *f))
-                .collect(),
+            fields: Field::ALL.iter().map(|f| (f.name().to_owned(), *f)).collect(),
         }
     }
 }
 
-pub(super) fn decode(
-    format: &JsonFormat,
-    payload: &[u8],
-    out: &mut Vec<Reading>,
-) -> Result<(), DecodeError> {
+pub(super) fn decode(format: &JsonFormat, payload: &[u8], out: &mut Vec<Reading>) -> Result<(), DecodeError> {
     let mut failure = None;
     let mut de = serde_json::Deserializer::from_slice(payload);
-    let walked = Payload {
-        format,
-        out,
-        failure: &mut failure,
-    }
-    .deserialize(&mut de)
-    .and_then(|()| de.end());
+    let walked = Payload { format, out, failure: &mut failure }.deserialize(&mut de).and_then(|()| de.end());
     match (walked, failure) {
         (_, Some(ours)) => Err(ours),
         (Ok(()), None) => Ok(()),
@@ -103,23 +90,11 @@ impl<'de> Visitor<'de> for Payload<'_> {
         f.write_str("a reading object or an array of reading objects")
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        Object {
-            format: self.format,
-            out: self.out,
-            failure: self.failure,
-        }
-        .visit_map(map)
+        Object { format: self.format, out: self.out, failure: self.failure }.visit_map(map)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let (format, out, failure) = (self.format, self.out, self.failure);
-        while seq
-            .next_element_seed(Object {
-                format,
-                out: &mut *out,
-                failure: &mut *failure,
-            })?
-            .is_some()
-        {}
+        while seq.next_element_seed(Object { format, out: &mut *out, failure: &mut *failure })?.is_some() {}
         Ok(())
     }
 }
@@ -160,9 +135,7 @@ impl<'de> Visitor<'de> for Object<'_> {
                 Key::Field(field, name) => match map.next_value_seed(NumSeed(name))? {
                     Some(v) if v.is_finite() => reading.set(field, v),
                     Some(_) => {
-                        return Err(fail(DecodeError::NotFinite {
-                            field: field.name(),
-                        }));
+                        return Err(fail(DecodeError::NotFinite { field: field.name() }));
                     }
                     // null: the sender has no value for this field right now.
                     None => {}
@@ -279,11 +252,7 @@ impl<'de> DeserializeSeed<'de> for SensorSeed<'_> {
 impl Visitor<'_> for SensorSeed<'_> {
     type Value = SensorId;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "a non-empty string or an integer sensor id under key {:?}",
-            self.0
-        )
+        write!(f, "a non-empty string or an integer sensor id under key {:?}", self.0)
     }
     fn visit_str<E: de::Error>(self, s: &str) -> Result<SensorId, E> {
         // An empty id cannot be an InfluxDB tag value, and cannot tell meters apart.

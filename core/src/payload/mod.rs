@@ -58,10 +58,7 @@ pub struct DecoderConfig {
 
 impl Default for DecoderConfig {
     fn default() -> Self {
-        DecoderConfig {
-            raw_feature_type: FEATURE_RAW,
-            json: JsonFormat::default(),
-        }
+        DecoderConfig { raw_feature_type: FEATURE_RAW, json: JsonFormat::default() }
     }
 }
 
@@ -70,12 +67,7 @@ impl DecoderConfig {
     /// cannot fail, so config loading should call this.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let t = self.raw_feature_type;
-        if t == FEATURE_TEN_SECOND
-            || t == FEATURE_ONE_MINUTE
-            || t == b'{'
-            || t == b'['
-            || t.is_ascii_whitespace()
-        {
+        if t == FEATURE_TEN_SECOND || t == FEATURE_ONE_MINUTE || t == b'{' || t == b'[' || t.is_ascii_whitespace() {
             return Err(ConfigError::RawTypeCollides(t));
         }
         let j = &self.json;
@@ -116,17 +108,9 @@ pub enum DecodeError {
             "a positive multiple of "
         }
     )]
-    WrongLength {
-        feature_type: u8,
-        expected: usize,
-        actual: usize,
-    },
+    WrongLength { feature_type: u8, expected: usize, actual: usize },
     #[error("record {record} of a raw batch has feature type {found}, expected {expected}")]
-    BatchTypeMismatch {
-        record: usize,
-        expected: u8,
-        found: u8,
-    },
+    BatchTypeMismatch { record: usize, expected: u8, found: u8 },
     #[error("{field} is not a finite number")]
     NotFinite { field: &'static str },
     #[error("timestamp {0} s is outside 2000-01-01..2100-01-01")]

@@ -76,8 +76,7 @@ pub(super) fn parse_ms(s: &str) -> Option<i64> {
     if day < 1 || day > month_days || hour > 23 || minute > 59 || second > 60 {
         return None;
     }
-    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
-        - offset_min * 60;
+    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset_min * 60;
     Some(secs * 1000 + frac_ms)
 }
 
@@ -128,27 +127,12 @@ mod tests {
     fn parses_utc_offsets_and_fractions() {
         assert_eq!(parse_ms("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_ms("2022-12-08T09:46:59Z"), Some(1_670_492_819_000));
-        assert_eq!(
-            parse_ms("2022-12-08T10:46:59+01:00"),
-            Some(1_670_492_819_000)
-        );
-        assert_eq!(
-            parse_ms("2022-12-08t04:16:59-05:30"),
-            Some(1_670_492_819_000)
-        );
+        assert_eq!(parse_ms("2022-12-08T10:46:59+01:00"), Some(1_670_492_819_000));
+        assert_eq!(parse_ms("2022-12-08t04:16:59-05:30"), Some(1_670_492_819_000));
         assert_eq!(parse_ms("2022-12-08 09:46:59.25z"), Some(1_670_492_819_250));
-        assert_eq!(
-            parse_ms("2022-12-08T09:46:59.0004Z"),
-            Some(1_670_492_819_000)
-        );
-        assert_eq!(
-            parse_ms("2022-12-08T09:46:59.0005Z"),
-            Some(1_670_492_819_001)
-        );
-        assert_eq!(
-            parse_ms("2022-12-08T09:46:59.123456789Z"),
-            Some(1_670_492_819_123)
-        );
+        assert_eq!(parse_ms("2022-12-08T09:46:59.0004Z"), Some(1_670_492_819_000));
+        assert_eq!(parse_ms("2022-12-08T09:46:59.0005Z"), Some(1_670_492_819_001));
+        assert_eq!(parse_ms("2022-12-08T09:46:59.123456789Z"), Some(1_670_492_819_123));
         assert_eq!(parse_ms("2024-02-29T00:00:00Z"), Some(1_709_164_800_000));
         assert_eq!(parse_ms("2000-03-01T00:00:00Z"), Some(951_868_800_000));
     }

@@ -4,9 +4,7 @@
 use super::*;
 use crate::reading::{Field, Source};
 
-const SENSOR: [u8; 12] = [
-    0x60, 0xa3, 0xae, 0xc3, 0xd2, 0xdd, 0x98, 0x49, 0xd6, 0x93, 0x59, 0x76,
-];
+const SENSOR: [u8; 12] = [0x60, 0xa3, 0xae, 0xc3, 0xd2, 0xdd, 0x98, 0x49, 0xd6, 0x93, 0x59, 0x76];
 const SENSOR_HEX: &str = "60a3aec3d2dd9849d6935976";
 
 fn decode(payload: &[u8]) -> Result<Vec<Reading>, DecodeError> {
@@ -18,9 +16,7 @@ fn decode(payload: &[u8]) -> Result<Vec<Reading>, DecodeError> {
 
 fn decode_err(payload: &[u8]) -> DecodeError {
     let mut out = vec![Reading::new(crate::SensorId::new("keep"), Source::Raw, 0)];
-    let err = Decoder::new(DecoderConfig::default())
-        .decode(payload, &mut out)
-        .unwrap_err();
+    let err = Decoder::new(DecoderConfig::default()).decode(payload, &mut out).unwrap_err();
     assert_eq!(out.len(), 1, "a failed decode must not touch out: {err}");
     err
 }
@@ -33,13 +29,7 @@ fn one_minute_matches_the_meters_decoded_example() {
         [240_360, 579, 152_721, 81_735, -93_377, 535, 136_980],
         [241_424, 929, 244_359, 207_999, -98_382, 850, 138_721],
     ];
-    let payload = encode_one_minute(
-        1_670_492_819.0,
-        &SENSOR,
-        0,
-        per_phase,
-        [4_630, 1_363, 3_469],
-    );
+    let payload = encode_one_minute(1_670_492_819.0, &SENSOR, 0, per_phase, [4_630, 1_363, 3_469]);
     assert_eq!(payload.len(), ONE_MINUTE_LEN);
     let r = decode(&payload).unwrap();
     assert_eq!(r.len(), 1);
@@ -65,13 +55,7 @@ fn one_minute_matches_the_meters_decoded_example() {
 
 #[test]
 fn ten_second_decodes_p_and_q_only() {
-    let payload = encode_ten_second(
-        1_670_492_810.5,
-        &SENSOR,
-        0,
-        [1_000, -2_500, 0],
-        [1, 2, i64::MIN],
-    );
+    let payload = encode_ten_second(1_670_492_810.5, &SENSOR, 0, [1_000, -2_500, 0], [1, 2, i64::MIN]);
     let r = &decode(&payload).unwrap()[0];
     assert_eq!((r.source, r.ts_ms), (Source::TenSecond, 1_670_492_810_500));
     assert_eq!(r.get(Field::PL1), Some(1.0));
@@ -87,21 +71,11 @@ fn raw_batch_decodes_every_record_with_millisecond_time() {
     let mut payload = Vec::new();
     for k in 0..12 {
         let ts = 1_670_492_819.0 + f64::from(k) / 12.0;
-        payload.extend(encode_raw(
-            FEATURE_RAW,
-            ts,
-            &SENSOR,
-            0,
-            [k.into(), 0, 0],
-            [0, 0, 0],
-        ));
+        payload.extend(encode_raw(FEATURE_RAW, ts, &SENSOR, 0, [k.into(), 0, 0], [0, 0, 0]));
     }
     let rs = decode(&payload).unwrap();
     assert_eq!(rs.len(), 12);
-    assert!(
-        rs.iter()
-            .all(|r| r.source == Source::Raw && r.sensor.as_str() == SENSOR_HEX)
-    );
+    assert!(rs.iter().all(|r| r.source == Source::Raw && r.sensor.as_str() == SENSOR_HEX));
     assert_eq!(rs[1].ts_ms, 1_670_492_819_083); // 83.33 ms rounds down
     assert_eq!(rs[2].ts_ms, 1_670_492_819_167); // 166.67 ms rounds up
     assert_eq!(rs[11].get(Field::PL1), Some(0.011));
@@ -113,20 +87,9 @@ fn raw_batch_of_several_sensors_keeps_each_records_id() {
     other[11] = 0x77;
     let mut payload = Vec::new();
     for id in [&SENSOR, &SENSOR, &other, &other, &SENSOR] {
-        payload.extend(encode_raw(
-            FEATURE_RAW,
-            1_670_492_819.0,
-            id,
-            0,
-            [0; 3],
-            [0; 3],
-        ));
+        payload.extend(encode_raw(FEATURE_RAW, 1_670_492_819.0, id, 0, [0; 3], [0; 3]));
     }
-    let ids: Vec<String> = decode(&payload)
-        .unwrap()
-        .iter()
-        .map(|r| r.sensor.to_string())
-        .collect();
+    let ids: Vec<String> = decode(&payload).unwrap().iter().map(|r| r.sensor.to_string()).collect();
     let o = "60a3aec3d2dd9849d6935977";
     assert_eq!(ids, [SENSOR_HEX, SENSOR_HEX, o, o, SENSOR_HEX]);
 }
@@ -134,10 +97,7 @@ fn raw_batch_of_several_sensors_keeps_each_records_id() {
 #[test]
 fn raw_feature_type_is_configurable() {
     let payload = encode_raw(42, 1_670_492_819.0, &SENSOR, 0, [1, 2, 3], [4, 5, 6]);
-    let config = DecoderConfig {
-        raw_feature_type: 42,
-        ..DecoderConfig::default()
-    };
+    let config = DecoderConfig { raw_feature_type: 42, ..DecoderConfig::default() };
     let mut out = Vec::new();
     assert_eq!(Decoder::new(config).decode(&payload, &mut out), Ok(1));
     assert_eq!(decode_err(&payload), DecodeError::UnknownType(42));
@@ -147,73 +107,30 @@ fn raw_feature_type_is_configurable() {
 fn wrong_lengths_are_rejected_with_the_numbers_in_the_message() {
     let ten = encode_ten_second(1_670_492_819.0, &SENSOR, 0, [0; 3], [0; 3]);
     let err = decode_err(&ten[..69]);
-    assert_eq!(
-        err,
-        DecodeError::WrongLength {
-            feature_type: 16,
-            expected: 70,
-            actual: 69
-        }
-    );
-    assert_eq!(
-        err.to_string(),
-        "payload of feature type 16 is 69 bytes, expected 70"
-    );
+    assert_eq!(err, DecodeError::WrongLength { feature_type: 16, expected: 70, actual: 69 });
+    assert_eq!(err.to_string(), "payload of feature type 16 is 69 bytes, expected 70");
     assert_eq!(err.kind(), "wrong_length");
 
     let minute = encode_one_minute(1_670_492_819.0, &SENSOR, 0, [[0; 7]; 3], [0; 3]);
     let mut long = minute.to_vec();
     long.push(0);
-    assert_eq!(
-        decode_err(&long),
-        DecodeError::WrongLength {
-            feature_type: 17,
-            expected: 130,
-            actual: 131
-        }
-    );
+    assert_eq!(decode_err(&long), DecodeError::WrongLength { feature_type: 17, expected: 130, actual: 131 });
 
     let raw = encode_raw(FEATURE_RAW, 1_670_492_819.0, &SENSOR, 0, [0; 3], [0; 3]);
     let mut ragged = raw.repeat(2);
     ragged.pop();
     let err = decode_err(&ragged);
-    assert_eq!(
-        err,
-        DecodeError::WrongLength {
-            feature_type: 18,
-            expected: 70,
-            actual: 139
-        }
-    );
-    assert_eq!(
-        err.to_string(),
-        "payload of feature type 18 is 139 bytes, expected a positive multiple of 70"
-    );
+    assert_eq!(err, DecodeError::WrongLength { feature_type: 18, expected: 70, actual: 139 });
+    assert_eq!(err.to_string(), "payload of feature type 18 is 139 bytes, expected a positive multiple of 70");
 }
 
 #[test]
 fn raw_batch_with_a_foreign_record_is_rejected_whole() {
     let mut payload = encode_raw(FEATURE_RAW, 1_670_492_819.0, &SENSOR, 0, [0; 3], [0; 3]).to_vec();
-    payload.extend(encode_ten_second(
-        1_670_492_819.0,
-        &SENSOR,
-        0,
-        [0; 3],
-        [0; 3],
-    ));
+    payload.extend(encode_ten_second(1_670_492_819.0, &SENSOR, 0, [0; 3], [0; 3]));
     let err = decode_err(&payload);
-    assert_eq!(
-        err,
-        DecodeError::BatchTypeMismatch {
-            record: 1,
-            expected: 18,
-            found: 16
-        }
-    );
-    assert_eq!(
-        err.to_string(),
-        "record 1 of a raw batch has feature type 16, expected 18"
-    );
+    assert_eq!(err, DecodeError::BatchTypeMismatch { record: 1, expected: 18, found: 16 });
+    assert_eq!(err.to_string(), "record 1 of a raw batch has feature type 16, expected 18");
 }
 
 #[test]
@@ -223,10 +140,7 @@ fn bad_binary_timestamps_are_typed_errors_and_nothing_is_appended() {
         (f64::NAN, DecodeError::NotFinite { field: "timestamp" }),
         (f64::INFINITY, DecodeError::NotFinite { field: "timestamp" }),
         (0.0, DecodeError::BadTimestamp(0.0)),
-        (
-            1_670_492_819_000.0,
-            DecodeError::BadTimestamp(1_670_492_819_000.0),
-        ),
+        (1_670_492_819_000.0, DecodeError::BadTimestamp(1_670_492_819_000.0)),
         (4_102_444_800.0, DecodeError::BadTimestamp(4_102_444_800.0)),
     ] {
         // The bad record last: earlier good records must be rolled back.
@@ -234,15 +148,9 @@ fn bad_binary_timestamps_are_typed_errors_and_nothing_is_appended() {
         payload.extend(encode_raw(FEATURE_RAW, ts, &SENSOR, 0, [0; 3], [0; 3]));
         assert_eq!(decode_err(&payload), expected, "{ts}");
     }
-    assert_eq!(
-        decode_err(&encode_ten_second(f64::NAN, &SENSOR, 0, [0; 3], [0; 3])).kind(),
-        "not_finite"
-    );
+    assert_eq!(decode_err(&encode_ten_second(f64::NAN, &SENSOR, 0, [0; 3], [0; 3])).kind(), "not_finite");
     assert_eq!(DecodeError::BadTimestamp(0.0).kind(), "bad_timestamp");
-    assert_eq!(
-        DecodeError::BadTimestamp(12.5).to_string(),
-        "timestamp 12.5 s is outside 2000-01-01..2100-01-01"
-    );
+    assert_eq!(DecodeError::BadTimestamp(12.5).to_string(), "timestamp 12.5 s is outside 2000-01-01..2100-01-01");
 }
 
 #[test]
@@ -260,10 +168,7 @@ fn empty_unknown_and_whitespace_payloads() {
 fn config_validation_rejects_ambiguous_settings() {
     assert_eq!(DecoderConfig::default().validate(), Ok(()));
     for t in [16, 17, b'{', b'[', b' ', b'\n'] {
-        let c = DecoderConfig {
-            raw_feature_type: t,
-            ..DecoderConfig::default()
-        };
+        let c = DecoderConfig { raw_feature_type: t, ..DecoderConfig::default() };
         assert_eq!(c.validate(), Err(ConfigError::RawTypeCollides(t)));
     }
     let mut c = DecoderConfig::default();
@@ -273,10 +178,9 @@ fn config_validation_rejects_ambiguous_settings() {
 
 #[test]
 fn config_round_trips_through_serde_and_fills_defaults() {
-    let c: DecoderConfig = serde_json::from_str(
-        r#"{"raw_feature_type": 20, "json": {"ts_unit": "millis", "fields": {"P1": "p_l1"}}}"#,
-    )
-    .unwrap();
+    let c: DecoderConfig =
+        serde_json::from_str(r#"{"raw_feature_type": 20, "json": {"ts_unit": "millis", "fields": {"P1": "p_l1"}}}"#)
+            .unwrap();
     assert_eq!(c.raw_feature_type, 20);
     assert_eq!(c.json.ts_key, "ts");
     assert_eq!(c.json.ts_unit, TsUnit::Millis);
@@ -288,10 +192,7 @@ fn config_round_trips_through_serde_and_fills_defaults() {
     assert!(unknown.is_err());
     let bad_field = serde_json::from_str::<JsonFormat>(r#"{"fields": {"x": "p_l9"}}"#).unwrap_err();
     assert!(bad_field.to_string().contains("p_l9"), "{bad_field}");
-    assert_eq!(
-        DecoderConfig::default().json.fields.len(),
-        crate::FIELD_COUNT
-    );
+    assert_eq!(DecoderConfig::default().json.fields.len(), crate::FIELD_COUNT);
 }
 
 /// Tiny xorshift64*: deterministic random bytes without a dependency.
@@ -312,19 +213,10 @@ fn random_and_truncated_payloads_never_panic() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut out = Vec::new();
     let seeds: Vec<Vec<u8>> = vec![
-        encode_raw(
-            FEATURE_RAW,
-            1_670_492_819.0,
-            &SENSOR,
-            0,
-            [1, 2, 3],
-            [4, 5, 6],
-        )
-        .repeat(3),
+        encode_raw(FEATURE_RAW, 1_670_492_819.0, &SENSOR, 0, [1, 2, 3], [4, 5, 6]).repeat(3),
         encode_ten_second(1_670_492_819.0, &SENSOR, 0, [1, 2, 3], [4, 5, 6]).to_vec(),
         encode_one_minute(1_670_492_819.0, &SENSOR, 0, [[1; 7]; 3], [1; 3]).to_vec(),
-        br#"[{"ts": 1670492819.5, "sensor": "a", "p_l1": 1.5, "q_l2": null, "x": [1, {"y": 2}]}]"#
-            .to_vec(),
+        br#"[{"ts": 1670492819.5, "sensor": "a", "p_l1": 1.5, "q_l2": null, "x": [1, {"y": 2}]}]"#.to_vec(),
         br#"{"ts": "2022-12-08T09:46:59.5Z", "sensor": 7, "v_l1": 230}"#.to_vec(),
     ];
     for seed in &seeds {

@@ -40,10 +40,7 @@ pub struct WindowConfig {
 
 impl Default for WindowConfig {
     fn default() -> Self {
-        WindowConfig {
-            width_secs: 60,
-            lateness_secs: 5,
-        }
+        WindowConfig { width_secs: 60, lateness_secs: 5 }
     }
 }
 
@@ -107,10 +104,7 @@ impl ClosedWindow {
     }
 
     pub fn field(&self, field: Field) -> Option<&FieldStats> {
-        self.fields
-            .iter()
-            .find(|(f, _)| *f == field)
-            .map(|(_, s)| s)
+        self.fields.iter().find(|(f, _)| *f == field).map(|(_, s)| s)
     }
 
     pub fn sum(&self, sum: PhaseSum) -> Option<&FieldStats> {
@@ -216,10 +210,7 @@ impl Windows {
         let slot = source_slot(source);
         let i = match self.index.get(sensor).and_then(|slots| slots[slot]) {
             Some(i) => i,
-            None => self.insert_state(WindowKey {
-                sensor: sensor.clone(),
-                source,
-            }),
+            None => self.insert_state(WindowKey { sensor: sensor.clone(), source }),
         };
         self.last = i;
         i
@@ -242,10 +233,7 @@ impl Windows {
         let st = &mut self.states[i];
         let start = window_start(reading.ts_ms, width);
         if reading.ts_ms < st.closed_until_ms {
-            return Push::Late {
-                window_start_ms: start,
-                closed_until_ms: st.closed_until_ms,
-            };
+            return Push::Late { window_start_ms: start, closed_until_ms: st.closed_until_ms };
         }
         // Search from the newest window: in-order data hits the last one.
         match st.open.iter().rposition(|w| w.start_ms <= start) {
@@ -272,11 +260,7 @@ impl Windows {
     pub fn drain_closed(&mut self, out: &mut Vec<ClosedWindow>) {
         for st in &mut self.states {
             let watermark = st.max_ts_ms.saturating_sub(self.lateness_ms);
-            while st
-                .open
-                .front()
-                .is_some_and(|w| w.start_ms.saturating_add(self.width_ms) <= watermark)
-            {
+            while st.open.front().is_some_and(|w| w.start_ms.saturating_add(self.width_ms) <= watermark) {
                 st.close_front(self.width_ms, out);
             }
         }
@@ -308,20 +292,13 @@ impl Windows {
     /// Smallest seq among open windows, `None` if none is open (the journal
     /// may forget batches below it).
     pub fn min_open_seq(&self) -> Option<u64> {
-        self.states
-            .iter()
-            .flat_map(|st| &st.open)
-            .map(|w| w.min_seq)
-            .min()
+        self.states.iter().flat_map(|st| &st.open).map(|w| w.min_seq).min()
     }
 
     /// Per-key frontier: readings with `ts < closed_until_ms` are late. Keys
     /// that never closed a window have none and are not listed.
     pub fn frontiers(&self) -> impl Iterator<Item = (&WindowKey, i64)> {
-        self.states
-            .iter()
-            .filter(|st| st.closed_until_ms != i64::MIN)
-            .map(|st| (&st.key, st.closed_until_ms))
+        self.states.iter().filter(|st| st.closed_until_ms != i64::MIN).map(|st| (&st.key, st.closed_until_ms))
     }
 
     /// Raise a key's frontier (never lowers it), e.g. from state persisted

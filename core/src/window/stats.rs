@@ -35,23 +35,13 @@ struct Acc {
 }
 
 impl Acc {
-    const EMPTY: Acc = Acc {
-        count: 0,
-        sum: 0.0,
-        comp: 0.0,
-        min: f64::INFINITY,
-        max: f64::NEG_INFINITY,
-    };
+    const EMPTY: Acc = Acc { count: 0, sum: 0.0, comp: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY };
 
     #[inline]
     fn add(&mut self, x: f64) {
         let t = self.sum + x;
         // The low-order bits lost in `t`, taken from whichever operand is smaller.
-        self.comp += if self.sum.abs() >= x.abs() {
-            (self.sum - t) + x
-        } else {
-            (x - t) + self.sum
-        };
+        self.comp += if self.sum.abs() >= x.abs() { (self.sum - t) + x } else { (x - t) + self.sum };
         self.sum = t;
         self.count += 1;
         self.min = self.min.min(x);
@@ -125,16 +115,8 @@ impl OpenWindow {
 
     /// Present fields in field order, then present phase sums.
     pub(super) fn finish(&self) -> (FieldList, SumList) {
-        let fields = Field::ALL
-            .iter()
-            .zip(&self.fields)
-            .filter_map(|(f, acc)| acc.stats().map(|s| (*f, s)))
-            .collect();
-        let sums = PhaseSum::ALL
-            .iter()
-            .zip(&self.sums)
-            .filter_map(|(p, acc)| acc.stats().map(|s| (*p, s)))
-            .collect();
+        let fields = Field::ALL.iter().zip(&self.fields).filter_map(|(f, acc)| acc.stats().map(|s| (*f, s))).collect();
+        let sums = PhaseSum::ALL.iter().zip(&self.sums).filter_map(|(p, acc)| acc.stats().map(|s| (*p, s))).collect();
         (fields, sums)
     }
 }

@@ -30,10 +30,7 @@ fn drain(w: &mut Windows) -> Vec<ClosedWindow> {
 }
 
 fn key(sensor: &str) -> WindowKey {
-    WindowKey {
-        sensor: SensorId::new(sensor),
-        source: Source::Raw,
-    }
+    WindowKey { sensor: SensorId::new(sensor), source: Source::Raw }
 }
 
 #[test]
@@ -47,10 +44,7 @@ fn windows_close_at_the_watermark_not_before() {
     assert_eq!(push(&mut w, "a", T0 + W + 5_000), Push::Accepted);
     let closed = drain(&mut w);
     assert_eq!(closed.len(), 1);
-    assert_eq!(
-        (closed[0].start_ms, closed[0].width_ms, closed[0].end_ms()),
-        (T0, W, T0 + W)
-    );
+    assert_eq!((closed[0].start_ms, closed[0].width_ms, closed[0].end_ms()), (T0, W, T0 + W));
     assert_eq!(closed[0].readings, 1);
     assert_eq!(w.open_windows(), 1);
     assert!(drain(&mut w).is_empty(), "a window is emitted once");
@@ -62,18 +56,8 @@ fn late_readings_are_reported_with_the_frontier_and_not_merged() {
     assert_eq!(push(&mut w, "a", T0 + 1_000), Push::Accepted);
     assert_eq!(push(&mut w, "a", T0 + W + 6_000), Push::Accepted);
     assert_eq!(drain(&mut w).len(), 1);
-    assert_eq!(
-        push(&mut w, "a", T0 + 59_999),
-        Push::Late {
-            window_start_ms: T0,
-            closed_until_ms: T0 + W
-        }
-    );
-    assert_eq!(
-        push(&mut w, "a", T0 + W),
-        Push::Accepted,
-        "the frontier itself is on time"
-    );
+    assert_eq!(push(&mut w, "a", T0 + 59_999), Push::Late { window_start_ms: T0, closed_until_ms: T0 + W });
+    assert_eq!(push(&mut w, "a", T0 + W), Push::Accepted, "the frontier itself is on time");
     let mut out = Vec::new();
     w.close_all(&mut out);
     assert_eq!(out.len(), 1);
@@ -90,26 +74,14 @@ fn out_of_order_readings_within_lateness_are_merged() {
     assert_eq!(w.open_windows(), 2);
     assert_eq!(push(&mut w, "a", T0 + 2 * W + 5_000), Push::Accepted);
     let closed = drain(&mut w);
-    assert_eq!(
-        closed
-            .iter()
-            .map(|c| (c.start_ms, c.readings))
-            .collect::<Vec<_>>(),
-        [(T0, 2), (T0 + W, 1)]
-    );
+    assert_eq!(closed.iter().map(|c| (c.start_ms, c.readings)).collect::<Vec<_>>(), [(T0, 2), (T0 + W, 1)]);
 }
 
 #[test]
 fn idle_keys_are_closed_and_active_ones_kept() {
     let mut w = windows();
-    assert_eq!(
-        w.push(&reading("quiet", T0, [1.0; 3]), 0, 1_000),
-        Push::Accepted
-    );
-    assert_eq!(
-        w.push(&reading("busy", T0, [1.0; 3]), 0, 50_000),
-        Push::Accepted
-    );
+    assert_eq!(w.push(&reading("quiet", T0, [1.0; 3]), 0, 1_000), Push::Accepted);
+    assert_eq!(w.push(&reading("busy", T0, [1.0; 3]), 0, 50_000), Push::Accepted);
     let mut out = Vec::new();
     w.close_idle(60_000, 30_000, &mut out); // cutoff 30_000
     assert_eq!(out.len(), 1);
@@ -123,16 +95,10 @@ fn idle_keys_are_closed_and_active_ones_kept() {
 fn late_readings_do_not_keep_a_key_awake() {
     let mut w = windows();
     assert_eq!(w.push(&reading("a", T0, [1.0; 3]), 0, 0), Push::Accepted);
-    assert_eq!(
-        w.push(&reading("a", T0 + W + 5_000, [1.0; 3]), 0, 0),
-        Push::Accepted
-    );
+    assert_eq!(w.push(&reading("a", T0 + W + 5_000, [1.0; 3]), 0, 0), Push::Accepted);
     assert_eq!(drain(&mut w).len(), 1);
     // A stuck clock keeps sending the old minute.
-    assert!(matches!(
-        w.push(&reading("a", T0, [1.0; 3]), 0, 100_000),
-        Push::Late { .. }
-    ));
+    assert!(matches!(w.push(&reading("a", T0, [1.0; 3]), 0, 100_000), Push::Late { .. }));
     let mut out = Vec::new();
     w.close_idle(100_000, 10_000, &mut out);
     assert_eq!(out.len(), 1);
@@ -160,13 +126,7 @@ fn restore_frontier_makes_earlier_readings_late() {
     let mut w = windows();
     w.restore_frontier(key("a"), T0 + W);
     assert_eq!(w.frontiers().collect::<Vec<_>>(), [(&key("a"), T0 + W)]);
-    assert_eq!(
-        push(&mut w, "a", T0 + 30_000),
-        Push::Late {
-            window_start_ms: T0,
-            closed_until_ms: T0 + W
-        }
-    );
+    assert_eq!(push(&mut w, "a", T0 + 30_000), Push::Late { window_start_ms: T0, closed_until_ms: T0 + W });
     assert_eq!(push(&mut w, "a", T0 + W), Push::Accepted);
     // Restoring never moves a frontier back.
     w.restore_frontier(key("a"), T0);
@@ -205,23 +165,9 @@ fn stats_are_correct() {
         [Field::PL1, Field::PL2, Field::PL3, Field::QL1, Field::VL1]
     );
     let p1 = c.field(Field::PL1).unwrap();
-    assert_eq!(
-        (p1.count, p1.sum, p1.min, p1.max, p1.mean()),
-        (2, 50.0, -50.0, 100.0, 25.0)
-    );
-    assert_eq!(
-        *c.field(Field::VL1).unwrap(),
-        FieldStats {
-            count: 1,
-            sum: 230.0,
-            min: 230.0,
-            max: 230.0
-        }
-    );
-    assert_eq!(
-        c.sums.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
-        [PhaseSum::P, PhaseSum::Q]
-    );
+    assert_eq!((p1.count, p1.sum, p1.min, p1.max, p1.mean()), (2, 50.0, -50.0, 100.0, 25.0));
+    assert_eq!(*c.field(Field::VL1).unwrap(), FieldStats { count: 1, sum: 230.0, min: 230.0, max: 230.0 });
+    assert_eq!(c.sums.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [PhaseSum::P, PhaseSum::Q]);
     let p = c.sum(PhaseSum::P).unwrap();
     assert_eq!((p.count, p.sum, p.min, p.max), (2, 560.0, -40.0, 600.0));
     assert_eq!(c.sum(PhaseSum::S), None);
@@ -232,9 +178,7 @@ fn means_match_an_exact_computation_for_a_full_minute_at_12_hz() {
     let mut w = windows();
     // Values with many significant digits and a large offset: the case where
     // a naive running sum drifts.
-    let values: Vec<f64> = (0..720)
-        .map(|i| 1e9 + (f64::from(i) * 0.7).sin() * 1234.5678 + 0.1)
-        .collect();
+    let values: Vec<f64> = (0..720).map(|i| 1e9 + (f64::from(i) * 0.7).sin() * 1234.5678 + 0.1).collect();
     for (i, v) in values.iter().enumerate() {
         let r = reading("a", T0 + i as i64 * 83, [*v, 0.0, 0.0]);
         assert_eq!(w.push(&r, 0, 0), Push::Accepted);
@@ -246,11 +190,7 @@ fn means_match_an_exact_computation_for_a_full_minute_at_12_hz() {
     // Reference: the mean of the deviations from the offset, which are
     // small, plus the offset.
     let reference = 1e9 + values.iter().map(|v| v - 1e9).sum::<f64>() / 720.0;
-    assert!(
-        ((s.mean() - reference) / reference).abs() < 1e-12,
-        "{} vs {reference}",
-        s.mean()
-    );
+    assert!(((s.mean() - reference) / reference).abs() < 1e-12, "{} vs {reference}", s.mean());
 }
 
 #[test]
@@ -276,35 +216,19 @@ fn negative_and_extreme_times_do_not_panic() {
     w.close_all(&mut out);
     assert_eq!(out[0].start_ms, -W, "floor, not truncation toward zero");
     for ts in [i64::MIN, i64::MIN + 1, i64::MAX, i64::MAX - 1] {
-        let mut w = Windows::new(WindowConfig {
-            width_secs: 0,
-            lateness_secs: u32::MAX,
-        });
+        let mut w = Windows::new(WindowConfig { width_secs: 0, lateness_secs: u32::MAX });
         let _ = push(&mut w, "x", ts);
         drain(&mut w);
         w.close_idle(i64::MIN, i64::MAX, &mut out);
         w.close_all(&mut out);
     }
-    assert_eq!(
-        WindowConfig {
-            width_secs: 0,
-            lateness_secs: 5
-        }
-        .validate(),
-        Err(WindowConfigError::ZeroWidth)
-    );
+    assert_eq!(WindowConfig { width_secs: 0, lateness_secs: 5 }.validate(), Err(WindowConfigError::ZeroWidth));
 }
 
 #[test]
 fn config_defaults_and_serde() {
     let c: WindowConfig = serde_json::from_str(r#"{"lateness_secs": 10}"#).unwrap();
-    assert_eq!(
-        c,
-        WindowConfig {
-            width_secs: 60,
-            lateness_secs: 10
-        }
-    );
+    assert_eq!(c, WindowConfig { width_secs: 60, lateness_secs: 10 });
     assert!(serde_json::from_str::<WindowConfig>(r#"{"width": 10}"#).is_err());
 }
 

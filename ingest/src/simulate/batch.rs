@@ -21,12 +21,7 @@ pub struct Batches<I> {
 impl<I: Iterator<Item = SimReading>> Batches<I> {
     /// `per_message` of 0 is taken as 1.
     pub fn new(readings: I, per_message: usize) -> Self {
-        Batches {
-            readings,
-            per_message: per_message.max(1),
-            pending: Vec::new(),
-            flushing: 0,
-        }
+        Batches { readings, per_message: per_message.max(1), pending: Vec::new(), flushing: 0 }
     }
 }
 
@@ -38,15 +33,10 @@ impl<I: Iterator<Item = SimReading>> Iterator for Batches<I> {
             return self.readings.next().map(|r| vec![r]);
         }
         for reading in self.readings.by_ref() {
-            let slot = match self
-                .pending
-                .iter()
-                .position(|(id, _)| *id == reading.sensor)
-            {
+            let slot = match self.pending.iter().position(|(id, _)| *id == reading.sensor) {
                 Some(i) => i,
                 None => {
-                    self.pending
-                        .push((reading.sensor, Vec::with_capacity(self.per_message)));
+                    self.pending.push((reading.sensor, Vec::with_capacity(self.per_message)));
                     self.pending.len() - 1
                 }
             };
@@ -72,12 +62,7 @@ mod tests {
     use super::*;
 
     fn reading(sensor: u8, tick: u32) -> SimReading {
-        SimReading {
-            sensor: [sensor; 12],
-            ts_secs: tick as f64 / 12.0,
-            p_milli: [0; 3],
-            q_milli: [0; 3],
-        }
+        SimReading { sensor: [sensor; 12], ts_secs: tick as f64 / 12.0, p_milli: [0; 3], q_milli: [0; 3] }
     }
 
     /// `per_sensor` ticks of `sensors` sensors, interleaved in time order.

@@ -59,13 +59,7 @@ pub struct GeneratorConfig {
 
 impl Default for GeneratorConfig {
     fn default() -> Self {
-        GeneratorConfig {
-            sensors: 3,
-            minutes: None,
-            start: Start::Csv,
-            seed: 1,
-            sensor_offset_minutes: 1440,
-        }
+        GeneratorConfig { sensors: 3, minutes: None, start: Start::Csv, seed: 1, sensor_offset_minutes: 1440 }
     }
 }
 
@@ -113,14 +107,7 @@ pub fn encode_batch(batch: &[SimReading]) -> Vec<u8> {
     for r in batch {
         // Phase 0: the record carries all three phases, as the meter's own
         // ten-second records do.
-        out.extend_from_slice(&encode_raw(
-            FEATURE_RAW,
-            r.ts_secs,
-            &r.sensor,
-            0,
-            r.p_milli,
-            r.q_milli,
-        ));
+        out.extend_from_slice(&encode_raw(FEATURE_RAW, r.ts_secs, &r.sensor, 0, r.p_milli, r.q_milli));
     }
     out
 }
@@ -150,12 +137,7 @@ impl Generator {
             return Err(GeneratorError::NoMinutes);
         }
         let ids = (0..config.sensors).map(sensor_id).collect();
-        let inner = Inner {
-            rows,
-            config,
-            ids,
-            minutes,
-        };
+        let inner = Inner { rows, config, ids, minutes };
         // Minute starts only grow, so checking the first and last covers all:
         // 12 * ts must fit an i64 and stay exact in an f64 (< 2^53).
         for minute in [0, minutes - 1] {
@@ -164,9 +146,7 @@ impl Generator {
                 return Err(GeneratorError::TimeOutOfRange { minute, ts });
             }
         }
-        Ok(Generator {
-            inner: Arc::new(inner),
-        })
+        Ok(Generator { inner: Arc::new(inner) })
     }
 
     pub fn config(&self) -> &GeneratorConfig {
@@ -200,13 +180,7 @@ impl Generator {
 
     /// All readings in time order: for each instant, every sensor in index order.
     pub fn readings(&self) -> Readings {
-        Readings {
-            inner: self.inner.clone(),
-            minute: 0,
-            k: 0,
-            sensor: 0,
-            shapes: Vec::new(),
-        }
+        Readings { inner: self.inner.clone(), minute: 0, k: 0, sensor: 0, shapes: Vec::new() }
     }
 
     /// One payload carrying `batch`'s records, concatenated (see [`encode_batch`]).
@@ -251,16 +225,8 @@ impl Inner {
         // Neighbours are the rows this sensor replays in the previous and next
         // simulated minute, so the curve is continuous where the sensor's
         // stream is; at the ends of the run the minute's own value stands in.
-        let prev = if minute == 0 {
-            cur
-        } else {
-            self.rows[(r + n - 1) % n].p_w
-        };
-        let next = if minute + 1 >= self.minutes {
-            cur
-        } else {
-            self.rows[(r + 1) % n].p_w
-        };
+        let prev = if minute == 0 { cur } else { self.rows[(r + n - 1) % n].p_w };
+        let next = if minute + 1 >= self.minutes { cur } else { self.rows[(r + 1) % n].p_w };
         let mut phases = [PhaseShape::default(); 3];
         for (j, shape) in phases.iter_mut().enumerate() {
             let (m, start, end) = (cur[j], (prev[j] + cur[j]) / 2.0, (cur[j] + next[j]) / 2.0);
@@ -276,12 +242,7 @@ impl Inner {
                 (start, end - start, c)
             };
             let pf = self.power_factor(sensor, j, minute);
-            *shape = PhaseShape {
-                a,
-                b,
-                c,
-                tan_phi: (1.0 - pf * pf).sqrt() / pf,
-            };
+            *shape = PhaseShape { a, b, c, tan_phi: (1.0 - pf * pf).sqrt() / pf };
         }
         MinuteShape { phases }
     }
@@ -319,8 +280,7 @@ impl Inner {
         SimReading {
             sensor: self.ids[sensor as usize],
             // One rounding from the exact rational: the nearest f64 to start + k/12.
-            ts_secs: (start * READINGS_PER_SECOND as i64 + k as i64) as f64
-                / READINGS_PER_SECOND as f64,
+            ts_secs: (start * READINGS_PER_SECOND as i64 + k as i64) as f64 / READINGS_PER_SECOND as f64,
             p_milli,
             q_milli,
         }
@@ -360,13 +320,9 @@ impl Iterator for Readings {
             return None;
         }
         if self.shapes.is_empty() {
-            self.shapes = (0..self.inner.ids.len() as u32)
-                .map(|s| self.inner.shape(s, self.minute))
-                .collect();
+            self.shapes = (0..self.inner.ids.len() as u32).map(|s| self.inner.shape(s, self.minute)).collect();
         }
-        let reading = self
-            .inner
-            .reading(&self.shapes, self.sensor, self.minute, self.k);
+        let reading = self.inner.reading(&self.shapes, self.sensor, self.minute, self.k);
         self.sensor += 1;
         if self.sensor as usize == self.inner.ids.len() {
             self.sensor = 0;
@@ -382,8 +338,7 @@ impl Iterator for Readings {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         let sensors = self.inner.ids.len() as u64;
-        let done = (self.minute as u64 * READINGS_PER_MINUTE as u64 + self.k as u64) * sensors
-            + self.sensor as u64;
+        let done = (self.minute as u64 * READINGS_PER_MINUTE as u64 + self.k as u64) * sensors + self.sensor as u64;
         let total = self.inner.minutes as u64 * READINGS_PER_MINUTE as u64 * sensors;
         let left = usize::try_from(total.saturating_sub(done)).unwrap_or(usize::MAX);
         (left, Some(left))
@@ -438,28 +393,14 @@ mod tests {
         let rows = values
             .iter()
             .enumerate()
-            .map(|(i, p)| MinuteRow {
-                ts_secs: 1_167_609_600 + 60 * i as i64,
-                p_w: *p,
-            })
+            .map(|(i, p)| MinuteRow { ts_secs: 1_167_609_600 + 60 * i as i64, p_w: *p })
             .collect();
         Series::from_rows(rows).unwrap()
     }
 
     fn generator(sensors: u32, minutes: Option<usize>, start: Start) -> Generator {
-        let s = series(&[
-            [100.0, 0.0, 2500.0],
-            [200.0, 0.0, 2400.0],
-            [150.0, 50.0, 10.0],
-            [0.0, 3000.0, 900.0],
-        ]);
-        let config = GeneratorConfig {
-            sensors,
-            minutes,
-            start,
-            seed: 7,
-            sensor_offset_minutes: 1,
-        };
+        let s = series(&[[100.0, 0.0, 2500.0], [200.0, 0.0, 2400.0], [150.0, 50.0, 10.0], [0.0, 3000.0, 900.0]]);
+        let config = GeneratorConfig { sensors, minutes, start, seed: 7, sensor_offset_minutes: 1 };
         Generator::new(&s, config).unwrap()
     }
 
@@ -469,26 +410,9 @@ mod tests {
         let b: Vec<_> = generator(2, None, Start::At(T0)).readings().collect();
         assert_eq!(a, b);
         let s = series(&[[100.0, 0.0, 2500.0], [200.0, 0.0, 2400.0]]);
-        let other = Generator::new(
-            &s,
-            GeneratorConfig {
-                seed: 8,
-                ..GeneratorConfig::default()
-            },
-        )
-        .unwrap();
-        let same = Generator::new(
-            &s,
-            GeneratorConfig {
-                seed: 7,
-                ..GeneratorConfig::default()
-            },
-        )
-        .unwrap();
-        assert_ne!(
-            other.readings().take(100).collect::<Vec<_>>(),
-            same.readings().take(100).collect::<Vec<_>>()
-        );
+        let other = Generator::new(&s, GeneratorConfig { seed: 8, ..GeneratorConfig::default() }).unwrap();
+        let same = Generator::new(&s, GeneratorConfig { seed: 7, ..GeneratorConfig::default() }).unwrap();
+        assert_ne!(other.readings().take(100).collect::<Vec<_>>(), same.readings().take(100).collect::<Vec<_>>());
     }
 
     #[test]
@@ -502,11 +426,7 @@ mod tests {
                 let start = T0 + 60 * minute;
                 let n = readings
                     .iter()
-                    .filter(|r| {
-                        r.sensor == *sensor
-                            && r.ts_secs >= start as f64
-                            && r.ts_secs < (start + 60) as f64
-                    })
+                    .filter(|r| r.sensor == *sensor && r.ts_secs >= start as f64 && r.ts_secs < (start + 60) as f64)
                     .count();
                 assert_eq!(n, 720, "sensor {sensor:?} minute {minute}");
             }
@@ -564,25 +484,14 @@ mod tests {
         for (s, sensor) in g.sensors().iter().enumerate() {
             for minute in 0..4 {
                 let row = g.source_row(s as u32, minute).p_w;
-                let mine: Vec<_> = readings
-                    .iter()
-                    .filter(|r| r.sensor == *sensor)
-                    .skip(720 * minute)
-                    .take(720)
-                    .collect();
+                let mine: Vec<_> =
+                    readings.iter().filter(|r| r.sensor == *sensor).skip(720 * minute).take(720).collect();
                 for (j, &want) in row.iter().enumerate() {
-                    let mean = mine
-                        .iter()
-                        .map(|r| r.p_milli[j] as f64 / 1000.0)
-                        .sum::<f64>()
-                        / 720.0;
+                    let mean = mine.iter().map(|r| r.p_milli[j] as f64 / 1000.0).sum::<f64>() / 720.0;
                     // Noise (mean 0, ±1 %) and 720-point sampling stay well inside 0.1 % + 1 mW.
                     let tolerance = 0.001 * want + 0.001;
                     let phase = j + 1;
-                    assert!(
-                        (mean - want).abs() <= tolerance,
-                        "s{s} m{minute} L{phase}: {mean} vs {want}"
-                    );
+                    assert!((mean - want).abs() <= tolerance, "s{s} m{minute} L{phase}: {mean} vs {want}");
                     assert!(mine.iter().all(|r| r.p_milli[j] >= 0));
                     if want == 0.0 {
                         assert!(mine.iter().all(|r| r.p_milli[j] == 0), "0 W stays 0 W");
@@ -610,49 +519,22 @@ mod tests {
         assert_eq!(payload.len(), 3 * RECORD_LEN);
         for (record, r) in payload.chunks(RECORD_LEN).zip(&batch) {
             assert_eq!(record[0], FEATURE_RAW);
-            assert_eq!(
-                f64::from_le_bytes(record[1..9].try_into().unwrap()),
-                r.ts_secs
-            );
+            assert_eq!(f64::from_le_bytes(record[1..9].try_into().unwrap()), r.ts_secs);
             assert_eq!(&record[9..21], &r.sensor);
             assert_eq!(record[21], 0);
-            assert_eq!(
-                i64::from_le_bytes(record[22..30].try_into().unwrap()),
-                r.p_milli[0]
-            );
-            assert_eq!(
-                i64::from_le_bytes(record[62..70].try_into().unwrap()),
-                r.q_milli[2]
-            );
+            assert_eq!(i64::from_le_bytes(record[22..30].try_into().unwrap()), r.p_milli[0]);
+            assert_eq!(i64::from_le_bytes(record[62..70].try_into().unwrap()), r.q_milli[2]);
         }
     }
 
     #[test]
     fn bad_configs_are_errors() {
         let s = series(&[[1.0, 2.0, 3.0]]);
-        let no_sensors = GeneratorConfig {
-            sensors: 0,
-            ..GeneratorConfig::default()
-        };
-        assert_eq!(
-            Generator::new(&s, no_sensors).unwrap_err(),
-            GeneratorError::NoSensors
-        );
-        let no_minutes = GeneratorConfig {
-            minutes: Some(0),
-            ..GeneratorConfig::default()
-        };
-        assert_eq!(
-            Generator::new(&s, no_minutes).unwrap_err(),
-            GeneratorError::NoMinutes
-        );
-        let far = GeneratorConfig {
-            start: Start::At(i64::MAX),
-            ..GeneratorConfig::default()
-        };
-        assert!(matches!(
-            Generator::new(&s, far),
-            Err(GeneratorError::TimeOutOfRange { .. })
-        ));
+        let no_sensors = GeneratorConfig { sensors: 0, ..GeneratorConfig::default() };
+        assert_eq!(Generator::new(&s, no_sensors).unwrap_err(), GeneratorError::NoSensors);
+        let no_minutes = GeneratorConfig { minutes: Some(0), ..GeneratorConfig::default() };
+        assert_eq!(Generator::new(&s, no_minutes).unwrap_err(), GeneratorError::NoMinutes);
+        let far = GeneratorConfig { start: Start::At(i64::MAX), ..GeneratorConfig::default() };
+        assert!(matches!(Generator::new(&s, far), Err(GeneratorError::TimeOutOfRange { .. })));
     }
 }

@@ -26,8 +26,8 @@ use serde::Serialize;
 
 pub use batch::Batches;
 pub use generator::{
-    Generator, GeneratorConfig, GeneratorError, READINGS_PER_MINUTE, READINGS_PER_SECOND,
-    RECORD_LEN, Readings, SimReading, Start, encode_batch, sensor_hex, sensor_id,
+    Generator, GeneratorConfig, GeneratorError, READINGS_PER_MINUTE, READINGS_PER_SECOND, RECORD_LEN, Readings,
+    SimReading, Start, encode_batch, sensor_hex, sensor_id,
 };
 pub use options::{PublishOptions, Qos};
 pub use publish::{Progress, PublishError, PublishReport, publish};
@@ -117,9 +117,7 @@ impl FromStr for BrokerAddr {
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
         let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (host, after) = rest
-                .split_once(']')
-                .ok_or_else(|| format!("{s:?}: missing `]`"))?;
+            let (host, after) = rest.split_once(']').ok_or_else(|| format!("{s:?}: missing `]`"))?;
             (host, after.strip_prefix(':'))
         } else if s.matches(':').count() == 1 {
             let (host, port) = s.split_once(':').unwrap_or((s, ""));
@@ -128,20 +126,13 @@ impl FromStr for BrokerAddr {
             (s, None)
         };
         if host.is_empty() {
-            return Err(format!(
-                "{s:?}: no host; expected HOST:PORT, e.g. 127.0.0.1:1883"
-            ));
+            return Err(format!("{s:?}: no host; expected HOST:PORT, e.g. 127.0.0.1:1883"));
         }
         let port = match port {
             None => 1883,
-            Some(p) => p
-                .parse()
-                .map_err(|_| format!("{s:?}: port {p:?} is not a number 0-65535"))?,
+            Some(p) => p.parse().map_err(|_| format!("{s:?}: port {p:?} is not a number 0-65535"))?,
         };
-        Ok(BrokerAddr {
-            host: host.to_string(),
-            port,
-        })
+        Ok(BrokerAddr { host: host.to_string(), port })
     }
 }
 
@@ -195,9 +186,7 @@ impl StartAt {
 fn parse_speedup(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
-        _ => Err(format!(
-            "{s:?}: expected 0 (as fast as possible) or a positive multiple of real time"
-        )),
+        _ => Err(format!("{s:?}: expected 0 (as fast as possible) or a positive multiple of real time")),
     }
 }
 
@@ -258,11 +247,7 @@ impl SimulateArgs {
             port: self.mqtt.port,
             client_id: self.client_id.clone(),
             topic_prefix: self.topic_prefix.clone(),
-            qos: if self.qos == 0 {
-                Qos::AtMostOnce
-            } else {
-                Qos::AtLeastOnce
-            },
+            qos: if self.qos == 0 { Qos::AtMostOnce } else { Qos::AtLeastOnce },
             speedup: self.speedup,
             readings_per_message: self.readings_per_message as usize,
             inflight: self.inflight,
@@ -276,10 +261,7 @@ impl SimulateArgs {
 /// has acknowledged every message (QoS 1).
 pub async fn run(args: SimulateArgs) -> anyhow::Result<SimulateReport> {
     let generator = args.generator()?;
-    let opts = PublishOptions {
-        progress_interval: Duration::from_secs(5),
-        ..args.publish_options()
-    };
+    let opts = PublishOptions { progress_interval: Duration::from_secs(5), ..args.publish_options() };
     let total = generator.total_readings();
     tracing::info!(
         csv = %args.csv.display(),
@@ -327,20 +309,11 @@ mod tests {
         let a = Cli::try_parse_from(["x"]).unwrap().args;
         assert_eq!(a.csv, PathBuf::from(DEFAULT_CSV));
         assert_eq!((a.sensors, a.minutes, a.speedup, a.qos), (3, None, 1.0, 1));
-        assert_eq!(
-            a.mqtt,
-            BrokerAddr {
-                host: "127.0.0.1".into(),
-                port: 1883
-            }
-        );
+        assert_eq!(a.mqtt, BrokerAddr { host: "127.0.0.1".into(), port: 1883 });
         assert_eq!(a.start, StartAt::Now);
         assert_eq!(a.readings_per_message, 1);
         let o = a.publish_options();
-        assert_eq!(
-            o.topic(&sensor_id(0)),
-            "data/realtime/feature/raw/677269646361737400000000"
-        );
+        assert_eq!(o.topic(&sensor_id(0)), "data/realtime/feature/raw/677269646361737400000000");
         assert_eq!(o.client_id, "gridcast-simulator");
     }
 
@@ -361,13 +334,7 @@ mod tests {
         ])
         .unwrap()
         .args;
-        assert_eq!(
-            a.mqtt,
-            BrokerAddr {
-                host: "::1".into(),
-                port: 1999
-            }
-        );
+        assert_eq!(a.mqtt, BrokerAddr { host: "::1".into(), port: 1999 });
         assert_eq!(a.start, StartAt::Unix(1_700_000_040));
         assert_eq!(a.publish_options().qos, Qos::AtMostOnce);
         for bad in [
@@ -381,14 +348,7 @@ mod tests {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }
         assert_eq!("mqtt.local".parse::<BrokerAddr>().unwrap().port, 1883);
-        assert_eq!(
-            BrokerAddr {
-                host: "::1".into(),
-                port: 1
-            }
-            .to_string(),
-            "[::1]:1"
-        );
+        assert_eq!(BrokerAddr { host: "::1".into(), port: 1 }.to_string(), "[::1]:1");
     }
 
     #[test]
@@ -401,13 +361,8 @@ mod tests {
 
     #[test]
     fn missing_csv_error_says_what_to_do() {
-        let a = Cli::try_parse_from(["x", "--csv", "/nonexistent/minutes.csv"])
-            .unwrap()
-            .args;
+        let a = Cli::try_parse_from(["x", "--csv", "/nonexistent/minutes.csv"]).unwrap().args;
         let err = format!("{:#}", a.generator().unwrap_err());
-        assert!(
-            err.contains("/nonexistent/minutes.csv") && err.contains("--csv"),
-            "{err}"
-        );
+        assert!(err.contains("/nonexistent/minutes.csv") && err.contains("--csv"), "{err}");
     }
 }

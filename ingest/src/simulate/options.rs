@@ -80,51 +80,29 @@ impl Default for PublishOptions {
 impl PublishOptions {
     /// The topic of one sensor's messages.
     pub fn topic(&self, sensor: &[u8; 12]) -> String {
-        format!(
-            "{}/{}",
-            self.topic_prefix.trim_end_matches('/'),
-            sensor_hex(sensor)
-        )
+        format!("{}/{}", self.topic_prefix.trim_end_matches('/'), sensor_hex(sensor))
     }
 
     /// Reject what would make rumqttc panic or the run meaningless.
     pub(super) fn check(&self) -> Result<(), PublishError> {
         let bad = |what: String| Err(PublishError::Options(what));
         if !(self.speedup.is_finite() && self.speedup >= 0.0) {
-            return bad(format!(
-                "speedup must be 0 (as fast as possible) or positive, not {}",
-                self.speedup
-            ));
+            return bad(format!("speedup must be 0 (as fast as possible) or positive, not {}", self.speedup));
         }
         if self.readings_per_message == 0 || self.readings_per_message > 100_000 {
-            return bad(format!(
-                "readings per message must be 1..=100000, not {}",
-                self.readings_per_message
-            ));
+            return bad(format!("readings per message must be 1..=100000, not {}", self.readings_per_message));
         }
         if self.inflight == 0 || self.inflight > u16::MAX / 2 {
-            return bad(format!(
-                "inflight must be 1..={}, not {}",
-                u16::MAX / 2,
-                self.inflight
-            ));
+            return bad(format!("inflight must be 1..={}, not {}", u16::MAX / 2, self.inflight));
         }
         if self.client_id.is_empty() {
-            return bad(
-                "the client id must not be empty: the broker keeps our session under it".into(),
-            );
+            return bad("the client id must not be empty: the broker keeps our session under it".into());
         }
         if !self.keep_alive.is_zero() && self.keep_alive < Duration::from_secs(1) {
-            return bad(format!(
-                "keep-alive must be 0 or at least 1 s, not {:?}",
-                self.keep_alive
-            ));
+            return bad(format!("keep-alive must be 0 or at least 1 s, not {:?}", self.keep_alive));
         }
         if self.topic_prefix.contains(['+', '#']) {
-            return bad(format!(
-                "topic prefix {:?} must not contain wildcards",
-                self.topic_prefix
-            ));
+            return bad(format!("topic prefix {:?} must not contain wildcards", self.topic_prefix));
         }
         Ok(())
     }
@@ -136,53 +114,23 @@ mod tests {
 
     #[test]
     fn topic_is_prefix_and_sensor_hex() {
-        let opts = PublishOptions {
-            topic_prefix: "data/realtime/feature/raw/".into(),
-            ..Default::default()
-        };
-        assert_eq!(
-            opts.topic(b"gridcast\0\0\0\x02"),
-            "data/realtime/feature/raw/677269646361737400000002"
-        );
+        let opts = PublishOptions { topic_prefix: "data/realtime/feature/raw/".into(), ..Default::default() };
+        assert_eq!(opts.topic(b"gridcast\0\0\0\x02"), "data/realtime/feature/raw/677269646361737400000002");
     }
 
     #[test]
     fn options_that_would_panic_in_rumqttc_are_errors() {
         let cases = [
-            PublishOptions {
-                client_id: String::new(),
-                ..Default::default()
-            },
-            PublishOptions {
-                keep_alive: Duration::from_millis(500),
-                ..Default::default()
-            },
-            PublishOptions {
-                inflight: 0,
-                ..Default::default()
-            },
-            PublishOptions {
-                speedup: f64::NAN,
-                ..Default::default()
-            },
-            PublishOptions {
-                speedup: -1.0,
-                ..Default::default()
-            },
-            PublishOptions {
-                readings_per_message: 0,
-                ..Default::default()
-            },
-            PublishOptions {
-                topic_prefix: "a/#".into(),
-                ..Default::default()
-            },
+            PublishOptions { client_id: String::new(), ..Default::default() },
+            PublishOptions { keep_alive: Duration::from_millis(500), ..Default::default() },
+            PublishOptions { inflight: 0, ..Default::default() },
+            PublishOptions { speedup: f64::NAN, ..Default::default() },
+            PublishOptions { speedup: -1.0, ..Default::default() },
+            PublishOptions { readings_per_message: 0, ..Default::default() },
+            PublishOptions { topic_prefix: "a/#".into(), ..Default::default() },
         ];
         for opts in cases {
-            assert!(
-                matches!(opts.check(), Err(PublishError::Options(_))),
-                "{opts:?}"
-            );
+            assert!(matches!(opts.check(), Err(PublishError::Options(_))), "{opts:?}");
         }
         assert!(PublishOptions::default().check().is_ok());
     }

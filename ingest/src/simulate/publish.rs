@@ -32,9 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, Request,
-};
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, Request};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -80,13 +78,7 @@ pub enum PublishError {
          {waited:?} without any acknowledgement (last connection error: {last_error}); is the \
          broker running and reachable? (raise --ack-timeout to wait longer)"
     )]
-    AckTimeout {
-        unacked: u64,
-        published: u64,
-        broker: String,
-        waited: Duration,
-        last_error: String,
-    },
+    AckTimeout { unacked: u64, published: u64, broker: String, waited: Duration, last_error: String },
     #[error("the MQTT client stopped unexpectedly: {0}")]
     ClientGone(String),
 }
@@ -109,11 +101,7 @@ impl Shared {
     }
 
     fn last_error(&self) -> String {
-        self.last_error
-            .lock()
-            .ok()
-            .and_then(|e| e.clone())
-            .unwrap_or_else(|| "none".into())
+        self.last_error.lock().ok().and_then(|e| e.clone()).unwrap_or_else(|| "none".into())
     }
 }
 
@@ -143,10 +131,7 @@ impl Connection {
         mqtt.set_clean_session(false)
             .set_keep_alive(opts.keep_alive)
             .set_inflight(opts.inflight * 2)
-            .set_max_packet_size(
-                64 * 1024,
-                opts.readings_per_message * RECORD_LEN + 64 * 1024,
-            );
+            .set_max_packet_size(64 * 1024, opts.readings_per_message * RECORD_LEN + 64 * 1024);
         // The window keeps the channel from ever holding more than `inflight` requests.
         let (client, eventloop) = AsyncClient::new(mqtt, opts.inflight as usize + 16);
         let shared = Arc::new(Shared {
@@ -175,25 +160,15 @@ impl Connection {
 
     /// Hand one message to the client once the window has room (waiting at
     /// most `ack_timeout` for an acknowledgement to make some).
-    async fn send(
-        &self,
-        topic: String,
-        payload: Vec<u8>,
-        published: u64,
-    ) -> Result<(), PublishError> {
+    async fn send(&self, topic: String, payload: Vec<u8>, published: u64) -> Result<(), PublishError> {
         match tokio::time::timeout(self.ack_timeout, self.shared.window.acquire()).await {
             Ok(Ok(permit)) => permit.forget(),
             Ok(Err(_)) => {
-                return Err(PublishError::ClientGone(
-                    "the flow-control window closed".into(),
-                ));
+                return Err(PublishError::ClientGone("the flow-control window closed".into()));
             }
             Err(_) => return Err(self.timeout_error(published)),
         }
-        self.client
-            .publish(topic, self.qos, false, payload)
-            .await
-            .map_err(|e| PublishError::ClientGone(e.to_string()))
+        self.client.publish(topic, self.qos, false, payload).await.map_err(|e| PublishError::ClientGone(e.to_string()))
     }
 
     fn acked(&self) -> u64 {
@@ -223,11 +198,7 @@ impl Connection {
 
     /// Wait until all `published` messages are acknowledged; fail only when
     /// none arrives for `ack_timeout`. `tick` runs every couple of ms.
-    async fn wait_all_acked(
-        &self,
-        published: u64,
-        mut tick: impl FnMut(),
-    ) -> Result<(), PublishError> {
+    async fn wait_all_acked(&self, published: u64, mut tick: impl FnMut()) -> Result<(), PublishError> {
         let mut last_acked = self.acked();
         let mut last_change = Instant::now();
         loop {
@@ -273,11 +244,7 @@ impl Pacer {
         let ts0 = *self.first_ts.get_or_insert(ts_secs);
         // Duration::from_secs_f64 panics on NaN, negative or huge values.
         let offset = (ts_secs - ts0) / self.speedup;
-        let offset = if offset.is_finite() {
-            offset.clamp(0.0, 1e9)
-        } else {
-            0.0
-        };
+        let offset = if offset.is_finite() { offset.clamp(0.0, 1e9) } else { 0.0 };
         let due = self.started + Duration::from_secs_f64(offset);
         if due > Instant::now() + Duration::from_millis(2) {
             tokio::time::sleep_until(due).await;
@@ -289,11 +256,7 @@ impl Pacer {
 /// grouped `readings_per_message` at a time per sensor, and wait until the
 /// broker has acknowledged them all. `progress` is called about every
 /// `progress_interval` and once at the end.
-pub async fn publish<I, F>(
-    opts: &PublishOptions,
-    readings: I,
-    mut progress: F,
-) -> Result<PublishReport, PublishError>
+pub async fn publish<I, F>(opts: &PublishOptions, readings: I, mut progress: F) -> Result<PublishReport, PublishError>
 where
     I: IntoIterator<Item = SimReading>,
     F: FnMut(&Progress),
@@ -301,11 +264,7 @@ where
     opts.check()?;
     let conn = Connection::open(opts);
     let started = Instant::now();
-    let mut pacer = Pacer {
-        speedup: opts.speedup,
-        started,
-        first_ts: None,
-    };
+    let mut pacer = Pacer { speedup: opts.speedup, started, first_ts: None };
     let mut topics: HashMap<[u8; 12], String> = HashMap::new();
     let (mut published, mut readings_sent) = (0u64, 0u64);
     let mut next_progress = started + opts.progress_interval;
@@ -322,17 +281,13 @@ where
             continue;
         };
         pacer.wait(last.ts_secs).await;
-        let topic = topics
-            .entry(first.sensor)
-            .or_insert_with(|| opts.topic(&first.sensor))
-            .clone();
+        let topic = topics.entry(first.sensor).or_insert_with(|| opts.topic(&first.sensor)).clone();
         conn.send(topic, encode_batch(&batch), published).await?;
         published += 1;
         readings_sent += batch.len() as u64;
         report_progress(published, readings_sent);
     }
-    conn.wait_all_acked(published, || report_progress(published, readings_sent))
-        .await?;
+    conn.wait_all_acked(published, || report_progress(published, readings_sent)).await?;
     let elapsed = started.elapsed();
     let last = conn.progress(published, readings_sent, started);
     progress(&last);
@@ -354,13 +309,7 @@ where
 /// Keeps the event loop turning: counts acknowledgements into the window,
 /// waits with backoff after errors, and makes sure un-acked publishes are
 /// re-sent after every reconnection (see the module notes).
-async fn drive(
-    mut eventloop: EventLoop,
-    shared: Arc<Shared>,
-    qos: Qos,
-    backoff_min: Duration,
-    backoff_max: Duration,
-) {
+async fn drive(mut eventloop: EventLoop, shared: Arc<Shared>, qos: Qos, backoff_min: Duration, backoff_max: Duration) {
     // Un-acked publishes and unsent requests taken out of rumqttc's `pending`
     // after an error, until the next CONNACK.
     let mut saved: VecDeque<Request> = VecDeque::new();
@@ -373,10 +322,7 @@ async fn drive(
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(connack))) => {
                 if !saved.is_empty() {
-                    let publishes = saved
-                        .iter()
-                        .filter(|r| matches!(r, Request::Publish(_)))
-                        .count();
+                    let publishes = saved.iter().filter(|r| matches!(r, Request::Publish(_))).count();
                     tracing::info!(
                         publishes,
                         session_present = connack.session_present,
@@ -427,25 +373,12 @@ mod tests {
             ack_timeout: Duration::from_millis(300),
             ..Default::default()
         };
-        let reading = SimReading {
-            sensor: [0; 12],
-            ts_secs: 0.0,
-            p_milli: [0; 3],
-            q_milli: [0; 3],
-        };
-        let err = publish(&opts, std::iter::repeat_n(reading, 20), |_| {})
-            .await
-            .unwrap_err();
+        let reading = SimReading { sensor: [0; 12], ts_secs: 0.0, p_milli: [0; 3], q_milli: [0; 3] };
+        let err = publish(&opts, std::iter::repeat_n(reading, 20), |_| {}).await.unwrap_err();
         match &err {
-            PublishError::AckTimeout {
-                unacked, published, ..
-            } => assert_eq!((*unacked, *published), (5, 5)),
+            PublishError::AckTimeout { unacked, published, .. } => assert_eq!((*unacked, *published), (5, 5)),
             other => panic!("{other}"),
         }
-        assert!(
-            err.to_string()
-                .contains("5 of 5 messages still unacknowledged"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("5 of 5 messages still unacknowledged"), "{err}");
     }
 }

@@ -32,35 +32,22 @@ pub enum SeriesError {
     // The underlying errors are part of each message (not `#[source]`), so a
     // report reads them once, next to the line they are about.
     #[error("cannot open the minute CSV {}: {error}", path.display())]
-    Open {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    Open { path: PathBuf, error: std::io::Error },
     #[error("cannot read the minute CSV: {0}")]
     Read(std::io::Error),
     #[error("cannot read the CSV header: {0}")]
     Header(csv::Error),
-    #[error(
-        "the CSV header has no `{0}` column (need `timestamp` and `p_l1`; `p_l2`, `p_l3` are optional)"
-    )]
+    #[error("the CSV header has no `{0}` column (need `timestamp` and `p_l1`; `p_l2`, `p_l3` are optional)")]
     MissingColumn(&'static str),
     #[error("line {line}: {error}")]
     Csv { line: u64, error: csv::Error },
     #[error("line {line}: column `{column}`: {message}")]
-    BadValue {
-        line: u64,
-        column: &'static str,
-        message: String,
-    },
+    BadValue { line: u64, column: &'static str, message: String },
     #[error(
         "line {line}: timestamp {ts} is less than a minute after the previous row ({previous}); \
          rows must be one per minute, in time order"
     )]
-    NotIncreasing {
-        line: u64,
-        ts: String,
-        previous: String,
-    },
+    NotIncreasing { line: u64, ts: String, previous: String },
     #[error("the CSV has a header but no data rows")]
     Empty,
 }
@@ -82,10 +69,7 @@ const PHASE_COLUMNS: [&str; 3] = ["p_l1", "p_l2", "p_l3"];
 impl Series {
     /// Load a minute CSV from a file.
     pub fn load(path: &Path) -> Result<Series, SeriesError> {
-        let file = std::fs::File::open(path).map_err(|error| SeriesError::Open {
-            path: path.to_path_buf(),
-            error,
-        })?;
+        let file = std::fs::File::open(path).map_err(|error| SeriesError::Open { path: path.to_path_buf(), error })?;
         Series::parse(std::io::BufReader::new(file))
     }
 
@@ -95,10 +79,7 @@ impl Series {
         // errors name the true line (see `line_at`).
         let mut data = Vec::new();
         reader.read_to_end(&mut data).map_err(SeriesError::Read)?;
-        let mut csv = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .trim(csv::Trim::All)
-            .from_reader(data.as_slice());
+        let mut csv = csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::All).from_reader(data.as_slice());
         let headers = csv.headers().map_err(SeriesError::Header)?.clone();
         let column = |name: &'static str| headers.iter().position(|h| h == name);
         let ts_col = column("timestamp").ok_or(SeriesError::MissingColumn("timestamp"))?;
@@ -116,32 +97,19 @@ impl Series {
                 Ok(true) => {}
                 Err(error) => {
                     let byte = error.position().map_or(here, |p| p.byte());
-                    return Err(SeriesError::Csv {
-                        line: line_at(&data, byte),
-                        error,
-                    });
+                    return Err(SeriesError::Csv { line: line_at(&data, byte), error });
                 }
             }
             // Only computed on error: it scans the file up to the record.
             let line = || line_at(&data, record.position().map_or(here, |p| p.byte()));
-            let ts_secs = parse_timestamp(record.get(ts_col).unwrap_or("")).map_err(|message| {
-                SeriesError::BadValue {
-                    line: line(),
-                    column: "timestamp",
-                    message,
-                }
-            })?;
+            let ts_secs = parse_timestamp(record.get(ts_col).unwrap_or(""))
+                .map_err(|message| SeriesError::BadValue { line: line(), column: "timestamp", message })?;
             let mut p_w = [0.0; 3];
             for (phase, col) in p_cols.iter().enumerate() {
                 if let Some(col) = col {
-                    p_w[phase] =
-                        parse_watts(record.get(*col).unwrap_or("")).map_err(|message| {
-                            SeriesError::BadValue {
-                                line: line(),
-                                column: PHASE_COLUMNS[phase],
-                                message,
-                            }
-                        })?;
+                    p_w[phase] = parse_watts(record.get(*col).unwrap_or("")).map_err(|message| {
+                        SeriesError::BadValue { line: line(), column: PHASE_COLUMNS[phase], message }
+                    })?;
                 }
             }
             if let Some(prev) = rows.last()
@@ -209,9 +177,7 @@ fn parse_timestamp(text: &str) -> Result<i64, String> {
     // Readings are placed at whole twelfths of a second from the minute start;
     // a fractional start would make their timestamps inexact.
     if ts.timestamp_subsec_nanos() != 0 {
-        return Err(format!(
-            "{text:?} has a fraction of a second; rows start on whole seconds"
-        ));
+        return Err(format!("{text:?} has a fraction of a second; rows start on whole seconds"));
     }
     Ok(ts.timestamp())
 }
@@ -261,13 +227,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.len(), 2);
-        assert_eq!(
-            s.rows()[0],
-            MinuteRow {
-                ts_secs: 1_167_609_600,
-                p_w: [10.0, 20.5, 30.0]
-            }
-        );
+        assert_eq!(s.rows()[0], MinuteRow { ts_secs: 1_167_609_600, p_w: [10.0, 20.5, 30.0] });
         assert_eq!(s.rows()[1].ts_secs, 1_167_609_660);
     }
 
@@ -300,14 +260,12 @@ mod tests {
 
     #[test]
     fn bad_timestamp_error_names_line() {
-        let e =
-            parse("timestamp,p_l1\n2007-01-01T00:00:00Z,1\n\n2007-01-01 00:01,1\n").unwrap_err();
+        let e = parse("timestamp,p_l1\n2007-01-01T00:00:00Z,1\n\n2007-01-01 00:01,1\n").unwrap_err();
         // The blank line is skipped by csv but still counted.
         assert_eq!(e.line(), Some(4), "{e}");
         assert!(e.to_string().contains("RFC 3339"), "{e}");
         // Last line, no newline after it, CRLF line ends.
-        let e = parse("timestamp,p_l1\r\n2007-01-01T00:00:00Z,1\r\n\r\n2007-01-01T00:01:00Z,x")
-            .unwrap_err();
+        let e = parse("timestamp,p_l1\r\n2007-01-01T00:00:00Z,1\r\n\r\n2007-01-01T00:01:00Z,x").unwrap_err();
         assert_eq!(e.line(), Some(4), "{e}");
     }
 
@@ -321,8 +279,7 @@ mod tests {
 
     #[test]
     fn ragged_row_error_names_line() {
-        let e = parse("timestamp,p_l1\n2007-01-01T00:00:00Z,1\n2007-01-01T00:01:00Z,1,2\n")
-            .unwrap_err();
+        let e = parse("timestamp,p_l1\n2007-01-01T00:00:00Z,1\n2007-01-01T00:01:00Z,1,2\n").unwrap_err();
         assert_eq!(e.line(), Some(3), "{e}");
     }
 
@@ -351,8 +308,7 @@ mod tests {
 
     #[test]
     fn shipped_sample_loads() {
-        let path =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/uci_household_2007-01_14d.csv");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/uci_household_2007-01_14d.csv");
         let s = Series::load(&path).unwrap();
         assert!(s.len() > 20_000, "{}", s.len());
     }

@@ -1,0 +1,164 @@
+//! Writes line protocol to InfluxDB over HTTP: the v1 `/write` endpoint and
+//! the v2 `/api/v2/write` endpoint, with gzip and a timeout. One call is one
+//! attempt; [`super::task`] owns the retries.
+//!
+//! The `influxdb2` crate was not taken (stale, a second HTTP/TLS stack, no
+//! retries): this is reqwest 0.13, the same one object_store uses.
+
+use std::io::Write;
+use std::time::Duration;
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use reqwest::StatusCode;
+
+use super::{HttpOptions, SinkConfig};
+
+/// Why a write failed, and whether trying again can help.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The server was unreachable, timed out, or answered 5xx/429: retry.
+    #[error("{0}")]
+    Retryable(String),
+    /// The server refused the data (4xx): retrying the same bytes cannot help.
+    #[error("server rejected the write with {status}: {body}")]
+    Rejected { status: u16, body: String },
+    /// The sink is misconfigured (bad URL).
+    #[error("{0}")]
+    Config(String),
+}
+
+/// An HTTP line-protocol writer for one InfluxDB-compatible endpoint.
+#[derive(Debug, Clone)]
+pub struct InfluxWriter {
+    client: reqwest::Client,
+    write_url: reqwest::Url,
+    authorization: Option<String>,
+    gzip: bool,
+}
+
+impl InfluxWriter {
+    /// A writer for an `influxdb_v1` or `influxdb_v2` sink; `None` for other kinds.
+    pub fn from_config(config: &SinkConfig) -> Result<Option<InfluxWriter>, WriteError> {
+        let (base, path, query, authorization, http): (_, _, Vec<(&str, String)>, _, &HttpOptions) = match config {
+            SinkConfig::InfluxdbV1 { url, database, retention_policy, username, password, http } => {
+                let mut query = vec![("db", database.clone()), ("precision", "ms".to_string())];
+                if let Some(rp) = retention_policy {
+                    query.push(("rp", rp.clone()));
+                }
+                if let Some(u) = username {
+                    query.push(("u", u.clone()));
+                }
+                if let Some(p) = password {
+                    query.push(("p", p.clone()));
+                }
+                (url, "write", query, None, http)
+            }
+            SinkConfig::InfluxdbV2 { url, org, bucket, token, http } => {
+                let query = vec![("org", org.clone()), ("bucket", bucket.clone()), ("precision", "ms".to_string())];
+                (url, "api/v2/write", query, token.as_ref().map(|t| format!("Token {t}")), http)
+            }
+            SinkConfig::File { .. } => return Ok(None),
+        };
+        let base = if base.ends_with('/') { base.clone() } else { format!("{base}/") };
+        let mut write_url = reqwest::Url::parse(&base)
+            .and_then(|u| u.join(path))
+            .map_err(|e| WriteError::Config(format!("sink URL {base:?} is not valid: {e}")))?;
+        write_url.query_pairs_mut().extend_pairs(query);
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(http.timeout_secs))
+            .connect_timeout(Duration::from_secs(http.timeout_secs.min(5)))
+            .build()
+            .map_err(|e| WriteError::Config(format!("cannot build HTTP client: {e}")))?;
+        Ok(Some(InfluxWriter { client, write_url, authorization, gzip: http.gzip }))
+    }
+
+    /// POST one body of line protocol. `Ok` means the server stored it
+    /// (204, or 200 from some compatible servers).
+    pub async fn write(&self, lines: &[u8]) -> Result<(), WriteError> {
+        let mut request = self.client.post(self.write_url.clone());
+        if let Some(auth) = &self.authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, auth);
+        }
+        request = request.header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8");
+        let request = if self.gzip {
+            request.header(reqwest::header::CONTENT_ENCODING, "gzip").body(gzip(lines))
+        } else {
+            request.body(lines.to_vec())
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|e| WriteError::Retryable(format!("POST {} failed: {e}", self.redacted_url())))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = response.text().await.unwrap_or_default();
+        let body: String = body.chars().take(500).collect();
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT
+        {
+            Err(WriteError::Retryable(format!("POST {} answered {status}: {body}", self.redacted_url())))
+        } else {
+            Err(WriteError::Rejected { status: status.as_u16(), body })
+        }
+    }
+
+    /// The write URL without credentials, for logs.
+    pub fn redacted_url(&self) -> String {
+        let mut url = self.write_url.clone();
+        let pairs: Vec<(String, String)> =
+            url.query_pairs().filter(|(k, _)| k != "p").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+        url.to_string()
+    }
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(data.len() / 4 + 64), Compression::fast());
+    // Writing into a Vec cannot fail.
+    encoder.write_all(data).expect("gzip into memory");
+    encoder.finish().expect("gzip into memory")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v1(url: &str) -> SinkConfig {
+        SinkConfig::InfluxdbV1 {
+            url: url.into(),
+            database: "gridcast".into(),
+            retention_policy: None,
+            username: Some("u".into()),
+            password: Some("secret".into()),
+            http: HttpOptions::default(),
+        }
+    }
+
+    #[test]
+    fn v1_url_has_database_precision_and_credentials() {
+        let w = InfluxWriter::from_config(&v1("http://127.0.0.1:8086")).unwrap().unwrap();
+        assert_eq!(w.write_url.as_str(), "http://127.0.0.1:8086/write?db=gridcast&precision=ms&u=u&p=secret");
+        assert!(!w.redacted_url().contains("secret"));
+    }
+
+    #[test]
+    fn v2_url_keeps_a_base_path() {
+        let config = SinkConfig::InfluxdbV2 {
+            url: "http://h:8428/insert".into(),
+            org: "o".into(),
+            bucket: "b".into(),
+            token: Some("t".into()),
+            http: HttpOptions::default(),
+        };
+        let w = InfluxWriter::from_config(&config).unwrap().unwrap();
+        assert_eq!(w.write_url.as_str(), "http://h:8428/insert/api/v2/write?org=o&bucket=b&precision=ms");
+        assert_eq!(w.authorization.as_deref(), Some("Token t"));
+    }
+
+    #[test]
+    fn bad_url_is_a_config_error() {
+        assert!(matches!(InfluxWriter::from_config(&v1("not a url")), Err(WriteError::Config(_))));
+    }
+}

@@ -1,0 +1,3 @@
+//! Sources: where readings come from. Today only MQTT.
+
+pub mod mqtt;

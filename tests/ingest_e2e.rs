@@ -1,0 +1,160 @@
+//! The edge data path end to end, on real servers: 10 simulated minutes of
+//! 12 Hz binary readings from 3 sensors go through Mosquitto (QoS 1) into
+//! `gridcast ingest`, which writes minute windows to InfluxDB 1.x (`/write`)
+//! and to VictoriaMetrics (`/api/v2/write`). Every minute mean read back
+//! (InfluxQL; VictoriaMetrics' export API) must equal the mean computed here
+//! from the published values, to 1e-9 relative.
+//!
+//! Needs the shared test servers: run `scripts/test`, or
+//! `scripts/test-servers start && source target/test-servers/env`.
+
+mod support;
+
+use std::time::Duration;
+
+use gridcast_ingest::IngestConfig;
+use gridcast_ingest::simulate::{PublishOptions, publish};
+use gridcast_ingest::sinks::{HttpOptions, SinkConfig};
+use serde_json::Value;
+
+use support::meter::{Expected, close, expected_minutes, simulated_readings};
+use support::{INFLUX_DB, eventually, influxql_values, shared_servers, unique, victoria_export, victoria_flush};
+
+const SENSORS: u32 = 3;
+const MINUTES: usize = 10;
+const TOLERANCE: f64 = 1e-9;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_minute_mean_in_influxdb_and_victoriametrics_equals_the_published_mean() {
+    let servers = shared_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let topic_prefix = unique("e2e/raw");
+    let measurement = unique("e2e_meter");
+
+    let mut config = IngestConfig::default();
+    config.mqtt.host = servers.mqtt.ip().to_string();
+    config.mqtt.port = servers.mqtt.port();
+    config.mqtt.client_id = unique("e2e-ingest");
+    config.mqtt.topics = vec![format!("{topic_prefix}/#")];
+    config.spool.dir = dir.path().join("spool");
+    config.pipeline.measurement = measurement.clone();
+    config.pipeline.idle_close_secs = 2;
+    config.sinks = vec![
+        SinkConfig::InfluxdbV1 {
+            url: servers.influxdb_v1.clone(),
+            database: INFLUX_DB.into(),
+            retention_policy: None,
+            username: None,
+            password: None,
+            http: HttpOptions::default(),
+        },
+        SinkConfig::InfluxdbV2 {
+            url: servers.victoria.clone(),
+            org: "gridcast".into(),
+            bucket: "gridcast".into(),
+            token: None,
+            http: HttpOptions::default(),
+        },
+    ];
+    let ingest = gridcast_ingest::Ingest::start(config).await.expect("ingest starts");
+
+    let readings = simulated_readings(SENSORS, MINUTES);
+    let expected = expected_minutes(&readings);
+    assert_eq!(expected.len(), SENSORS as usize * MINUTES);
+    let options = PublishOptions {
+        host: servers.mqtt.ip().to_string(),
+        port: servers.mqtt.port(),
+        client_id: unique("e2e-meter"),
+        topic_prefix,
+        speedup: 0.0,
+        ..PublishOptions::default()
+    };
+    let report = publish(&options, readings, |_| {}).await.expect("publish");
+    assert_eq!(report.messages_acked, report.messages_published);
+
+    let influx = servers.influxdb_v1.clone();
+    let m = measurement.clone();
+    let rows = tokio::task::spawn_blocking(move || {
+        eventually(Duration::from_secs(60), "every window in InfluxDB", || {
+            let rows = influx_rows(&influx, &m);
+            (rows.len() == SENSORS as usize * MINUTES).then_some(rows)
+        })
+    })
+    .await
+    .unwrap();
+    check_influx_rows(&rows, &expected);
+
+    let vm = servers.victoria.clone();
+    let m = measurement.clone();
+    let series = tokio::task::spawn_blocking(move || {
+        eventually(Duration::from_secs(30), "every window in VictoriaMetrics", || {
+            victoria_flush(&vm);
+            let series = victoria_export(&vm, &format!(r#"{{__name__=~"{m}_(p_l[123]|p_sum)_mean|{m}_readings"}}"#));
+            let complete = series.len() == 5 * SENSORS as usize
+                && series.iter().all(|s| s["values"].as_array().is_some_and(|v| v.len() == MINUTES));
+            complete.then_some(series)
+        })
+    })
+    .await
+    .unwrap();
+    check_victoria_series(&series, &measurement, &expected);
+
+    let stats = ingest.stats.snapshot();
+    assert_eq!(stats.readings, SENSORS as u64 * MINUTES as u64 * 720);
+    assert_eq!(stats.decode_errors_total(), 0);
+    assert_eq!(stats.late_readings, 0);
+    ingest.stop().await.unwrap();
+}
+
+/// `[time, sensor, readings, p_l1_mean, p_l2_mean, p_l3_mean, p_sum_mean]` rows.
+fn influx_rows(url: &str, measurement: &str) -> Vec<Vec<Value>> {
+    influxql_values(
+        url,
+        INFLUX_DB,
+        &format!(
+            r#"SELECT "sensor", "readings", "p_l1_mean", "p_l2_mean", "p_l3_mean", "p_sum_mean", "q_l1_mean" FROM "{measurement}" WHERE "source" = 'raw'"#
+        ),
+    )
+}
+
+fn check_influx_rows(rows: &[Vec<Value>], expected: &Expected) {
+    for row in rows {
+        let time = row[0].as_i64().unwrap();
+        let sensor = row[1].as_str().unwrap().to_string();
+        let want = expected.get(&(sensor.clone(), time)).unwrap_or_else(|| panic!("unexpected window {sensor} {time}"));
+        assert_eq!(row[2].as_i64().unwrap() as u64, want.readings, "{sensor} {time}: readings");
+        let got: Vec<f64> = row[3..8].iter().map(|v| v.as_f64().unwrap()).collect();
+        let want_values = [want.p_mean[0], want.p_mean[1], want.p_mean[2], want.p_sum_mean, want.q_mean[0]];
+        for (name, (g, w)) in ["p_l1", "p_l2", "p_l3", "p_sum", "q_l1"].iter().zip(got.iter().zip(want_values)) {
+            assert!(close(*g, w, TOLERANCE), "InfluxDB {sensor} minute {time} {name}_mean: got {g}, expected {w}");
+        }
+    }
+}
+
+fn check_victoria_series(series: &[Value], measurement: &str, expected: &Expected) {
+    for s in series {
+        let name = s["metric"]["__name__"].as_str().unwrap();
+        let sensor = s["metric"]["sensor"].as_str().unwrap().to_string();
+        assert_eq!(s["metric"]["source"], "raw");
+        let field = name.strip_prefix(&format!("{measurement}_")).unwrap();
+        let times = s["timestamps"].as_array().unwrap();
+        let values = s["values"].as_array().unwrap();
+        for (t, v) in times.iter().zip(values) {
+            let time = t.as_i64().unwrap();
+            let got = v.as_f64().unwrap();
+            let want = &expected[&(sensor.clone(), time)];
+            let w = match field {
+                "p_l1_mean" => want.p_mean[0],
+                "p_l2_mean" => want.p_mean[1],
+                "p_l3_mean" => want.p_mean[2],
+                "p_sum_mean" => want.p_sum_mean,
+                "readings" => want.readings as f64,
+                other => panic!("unexpected series {other}"),
+            };
+            assert!(
+                close(got, w, TOLERANCE),
+                "VictoriaMetrics {sensor} minute {time} {field}: got {got}, expected {w}"
+            );
+        }
+    }
+}

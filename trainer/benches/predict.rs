@@ -5,11 +5,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use gridcast_core::model::Model;
 
 fn bench(c: &mut Criterion) {
-    let bytes = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../models/default.gcm"
-    ))
-    .expect("models/default.gcm");
+    let bytes =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/default.gcm")).expect("models/default.gcm");
     let m = Model::from_bytes(&bytes).unwrap();
     let w = m.meta.feature_names.len();
     let rows: Vec<f32> = (0..1000 * w).map(|i| ((i * 7919) % 3000) as f32).collect();
@@ -21,9 +18,7 @@ fn bench(c: &mut Criterion) {
         })
     });
     let mut out = vec![0f32; 1000];
-    c.bench_function("predict_batch_1000", |b| {
-        b.iter(|| m.forest().predict_batch(&rows, &mut out))
-    });
+    c.bench_function("predict_batch_1000", |b| b.iter(|| m.forest().predict_batch(&rows, &mut out)));
 }
 
 criterion_group!(benches, bench);

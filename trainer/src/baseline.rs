@@ -16,9 +16,7 @@ pub fn linear_mae(table: &FeatureTable, train: &[usize], test: &[usize]) -> anyh
         .names
         .iter()
         .enumerate()
-        .filter(|(_, n)| {
-            *n == "total" || n.starts_with("total_lag") || *n == "tod_sin" || *n == "tod_cos"
-        })
+        .filter(|(_, n)| *n == "total" || n.starts_with("total_lag") || *n == "tod_sin" || *n == "tod_cos")
         .map(|(i, _)| i)
         .collect();
     let w = cols.len();
@@ -46,11 +44,7 @@ pub fn linear_mae(table: &FeatureTable, train: &[usize], test: &[usize]) -> anyh
     let fitted = LinearRegression::new().fit(&Dataset::new(matrix(train), y))?;
     let pred = fitted.predict(&matrix(test));
     let level_offset = |i: usize| table.next_total[i] as f64 - table.target[i] as f64;
-    let p = Array1::from_iter(
-        test.iter()
-            .zip(pred.iter())
-            .map(|(&i, &p)| p + level_offset(i)),
-    );
+    let p = Array1::from_iter(test.iter().zip(pred.iter()).map(|(&i, &p)| p + level_offset(i)));
     let a = Array1::from_iter(test.iter().map(|&i| table.next_total[i] as f64));
     Ok(p.mean_absolute_error(&a)?)
 }

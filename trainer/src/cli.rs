@@ -39,13 +39,14 @@ pub struct ModelArgs {
     #[arg(long, value_enum, default_value_t = Loss::Absolute)]
     pub loss: Loss,
     /// Most trees (early stopping may keep fewer).
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 600)]
     pub trees: usize,
     #[arg(long, default_value_t = 6)]
     pub depth: usize,
     #[arg(long, default_value_t = 0.05)]
     pub learning_rate: f64,
-    #[arg(long, default_value_t = 1.0)]
+    /// Least rows in a leaf (hessian sum); larger is smoother.
+    #[arg(long, default_value_t = 20.0)]
     pub min_child_weight: f64,
     /// Fraction of rows per tree.
     #[arg(long, default_value_t = 1.0)]
@@ -56,6 +57,10 @@ pub struct ModelArgs {
     /// Tail of the training rows used for early stopping.
     #[arg(long, default_value_t = 0.1)]
     pub validation_fraction: f64,
+    /// Keep the trees trained without the validation tail (default: retrain
+    /// on all rows with the number of trees early stopping chose).
+    #[arg(long)]
+    pub no_refit: bool,
     /// Training threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -84,6 +89,7 @@ impl ModelArgs {
             loss: self.loss,
             early_stopping_rounds: self.early_stopping,
             validation_fraction: self.validation_fraction,
+            refit: !self.no_refit,
             threads: self.threads,
             ..TrainParams::default()
         }
@@ -152,8 +158,7 @@ fn progress_bar(n: usize, hidden: bool) -> ProgressBar {
     }
     let pb = ProgressBar::new(n as u64);
     pb.set_style(
-        ProgressStyle::with_template("training {bar:40} {pos}/{len} trees {elapsed} {msg}")
-            .expect("valid template"),
+        ProgressStyle::with_template("training {bar:40} {pos}/{len} trees {elapsed} {msg}").expect("valid template"),
     );
     pb
 }
@@ -176,8 +181,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     let pb = progress_bar(params.n_trees, false);
     let (model, trained) = pipeline::fit(&spec, &table, &rows, &params, &mut on_tree(&pb))?;
     pb.finish_and_clear();
-    std::fs::write(&args.out, model.to_bytes())
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    std::fs::write(&args.out, model.to_bytes()).with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!(
         "wrote {} ({} trees, {} rows, {:.1} s, validation {:?}, sha256 {})",
         args.out.display(),
@@ -195,13 +199,7 @@ pub fn run_backtest(args: BacktestArgs) -> anyhow::Result<()> {
     let params = args.model.params();
     let series = data::load_intervals(&args.csv, spec.interval_secs)?;
     let pb = progress_bar(params.n_trees, args.json);
-    let (report, _model, points) = pipeline::backtest(
-        &spec,
-        &series,
-        &params,
-        args.train_fraction,
-        &mut on_tree(&pb),
-    )?;
+    let (report, _model, points) = pipeline::backtest(&spec, &series, &params, args.train_fraction, &mut on_tree(&pb))?;
     pb.finish_and_clear();
     if !args.no_plot {
         crate::plot::write_png(&args.plot, &points)?;
@@ -220,9 +218,7 @@ pub fn run_backtest(args: BacktestArgs) -> anyhow::Result<()> {
 /// Load a native model, or an XGBoost JSON model (output taken as the level).
 pub fn load_model(path: &std::path::Path) -> anyhow::Result<Model> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let res = if bytes.first() == Some(&b'{')
-        && bytes.windows(9).take(4096).any(|w| w == b"\"learner\"")
-    {
+    let res = if bytes.first() == Some(&b'{') && bytes.windows(9).take(4096).any(|w| w == b"\"learner\"") {
         xgboost::import_json(&bytes, TargetKind::Level)
     } else {
         Model::from_bytes(&bytes)
@@ -232,8 +228,7 @@ pub fn load_model(path: &std::path::Path) -> anyhow::Result<Model> {
 
 pub fn run_predict_batch(args: PredictBatchArgs) -> anyhow::Result<()> {
     let model = load_model(&args.model)?;
-    let file = std::fs::File::open(&args.csv)
-        .with_context(|| format!("opening {}", args.csv.display()))?;
+    let file = std::fs::File::open(&args.csv).with_context(|| format!("opening {}", args.csv.display()))?;
     let x = data::read_feature_rows(file, &model.meta.feature_names)
         .with_context(|| format!("reading {}", args.csv.display()))?;
     let w = model.meta.feature_names.len();
@@ -249,21 +244,12 @@ pub fn run_features(args: FeaturesArgs) -> anyhow::Result<()> {
     let spec = args.model.spec();
     let series = data::load_intervals(&args.csv, spec.interval_secs)?;
     let t = FeatureTable::build(&spec, &series)?;
-    let f = std::fs::File::create(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
+    let f = std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let mut w = std::io::BufWriter::new(f);
     let fmt = |v: f32| {
-        if v.is_nan() {
-            String::new()
-        } else {
-            v.to_string()
-        }
+        if v.is_nan() { String::new() } else { v.to_string() }
     };
-    writeln!(
-        w,
-        "timestamp,{},current_total,next_total,target",
-        t.names.join(",")
-    )?;
+    writeln!(w, "timestamp,{},current_total,next_total,target", t.names.join(","))?;
     for i in 0..t.rows() {
         let row: Vec<String> = t.row(i).iter().map(|&v| fmt(v)).collect();
         writeln!(

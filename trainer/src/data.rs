@@ -16,20 +16,12 @@ pub fn load_intervals(path: &Path, interval_secs: u32) -> anyhow::Result<Vec<Int
 }
 
 /// Like [`load_intervals`] from any reader.
-pub fn read_intervals(
-    input: impl std::io::Read,
-    interval_secs: u32,
-) -> anyhow::Result<Vec<Interval>> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_reader(input);
+pub fn read_intervals(input: impl std::io::Read, interval_secs: u32) -> anyhow::Result<Vec<Interval>> {
+    let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(input);
     let headers = rdr.headers().context("line 1: reading the header")?.clone();
     let col = |name: &str| headers.iter().position(|h| h == name);
     let Some(ts_col) = col("timestamp") else {
-        bail!(
-            "line 1: no `timestamp` column (header is {:?})",
-            headers.iter().collect::<Vec<_>>()
-        );
+        bail!("line 1: no `timestamp` column (header is {:?})", headers.iter().collect::<Vec<_>>());
     };
     let phase_cols = [col("p_l1"), col("p_l2"), col("p_l3")];
     if phase_cols[0].is_none() {
@@ -42,13 +34,7 @@ pub fn read_intervals(
     let mut prev_ts = i64::MIN;
     let flush = |acc: (i64, [f64; 3], [u32; 3]), out: &mut Vec<Interval>| {
         let (slot, s, c) = acc;
-        let p = std::array::from_fn(|i| {
-            if c[i] == 0 {
-                f32::NAN
-            } else {
-                (s[i] / c[i] as f64) as f32
-            }
-        });
+        let p = std::array::from_fn(|i| if c[i] == 0 { f32::NAN } else { (s[i] / c[i] as f64) as f32 });
         out.push(Interval { ts: slot * step, p });
     };
     for rec in rdr.records() {
@@ -56,11 +42,7 @@ pub fn read_intervals(
         let line = rec.position().map(|p| p.line()).unwrap_or(0);
         let ts_s = rec.get(ts_col).unwrap_or("");
         let ts = DateTime::parse_from_rfc3339(ts_s)
-            .with_context(|| {
-                format!(
-                    "line {line}: timestamp {ts_s:?} is not RFC 3339 (like 2007-01-01T00:00:00Z)"
-                )
-            })?
+            .with_context(|| format!("line {line}: timestamp {ts_s:?} is not RFC 3339 (like 2007-01-01T00:00:00Z)"))?
             .timestamp();
         if ts <= prev_ts {
             bail!(
@@ -75,9 +57,9 @@ pub fn read_intervals(
             if s.is_empty() || s.eq_ignore_ascii_case("nan") {
                 continue;
             }
-            v[i] = s.parse::<f64>().with_context(|| {
-                format!("line {line}: p_l{} = {s:?} is not a number of watts", i + 1)
-            })?;
+            v[i] = s
+                .parse::<f64>()
+                .with_context(|| format!("line {line}: p_l{} = {s:?} is not a number of watts", i + 1))?;
         }
         let slot = ts.div_euclid(step);
         match &mut acc {
@@ -109,16 +91,15 @@ pub fn read_intervals(
 /// A features CSV for `predict-batch`: columns chosen by name, in `names`
 /// order; a missing column is an error naming it, an empty cell is NaN.
 pub fn read_feature_rows(input: impl std::io::Read, names: &[String]) -> anyhow::Result<Vec<f32>> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_reader(input);
+    let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(input);
     let headers = rdr.headers().context("line 1: reading the header")?.clone();
     let cols = names
         .iter()
         .map(|n| {
-            headers.iter().position(|h| h == n).with_context(|| {
-                format!("line 1: the model needs a column `{n}`, the file has none")
-            })
+            headers
+                .iter()
+                .position(|h| h == n)
+                .with_context(|| format!("line 1: the model needs a column `{n}`, the file has none"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut out = Vec::new();
@@ -130,8 +111,7 @@ pub fn read_feature_rows(input: impl std::io::Read, names: &[String]) -> anyhow:
             out.push(if s.is_empty() || s.eq_ignore_ascii_case("nan") {
                 f32::NAN
             } else {
-                s.parse()
-                    .with_context(|| format!("line {line}: {n} = {s:?} is not a number"))?
+                s.parse().with_context(|| format!("line {line}: {n} = {s:?} is not a number"))?
             });
         }
     }
@@ -144,8 +124,7 @@ mod tests {
 
     #[test]
     fn bad_number_error_names_the_line() {
-        let csv =
-            "timestamp,p_l1,p_l2,p_l3\n2007-01-01T00:00:00Z,1,2,3\n2007-01-01T00:01:00Z,x,2,3\n";
+        let csv = "timestamp,p_l1,p_l2,p_l3\n2007-01-01T00:00:00Z,1,2,3\n2007-01-01T00:01:00Z,x,2,3\n";
         let e = format!("{:#}", read_intervals(csv.as_bytes(), 60).unwrap_err());
         assert!(e.contains("line 3") && e.contains("p_l1"), "{e}");
     }
@@ -159,7 +138,8 @@ mod tests {
 
     #[test]
     fn single_phase_file_and_sub_interval_rows_are_averaged() {
-        let csv = "timestamp,p_l1,other\n2007-01-01T00:00:00Z,100,a\n2007-01-01T00:00:30Z,200,b\n2007-01-01T00:02:00Z,50,c\n";
+        let csv =
+            "timestamp,p_l1,other\n2007-01-01T00:00:00Z,100,a\n2007-01-01T00:00:30Z,200,b\n2007-01-01T00:02:00Z,50,c\n";
         let iv = read_intervals(csv.as_bytes(), 60).unwrap();
         assert_eq!(iv.len(), 2);
         assert_eq!(iv[0].p[0], 150.0);
@@ -176,8 +156,7 @@ mod tests {
 
     #[test]
     fn missing_feature_column_is_named() {
-        let e =
-            read_feature_rows("a,b\n1,2\n".as_bytes(), &["a".into(), "total".into()]).unwrap_err();
+        let e = read_feature_rows("a,b\n1,2\n".as_bytes(), &["a".into(), "total".into()]).unwrap_err();
         assert!(e.to_string().contains("`total`"), "{e}");
     }
 }

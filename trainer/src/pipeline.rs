@@ -15,9 +15,7 @@ use crate::gbdt::{self, Loss, TrainParams, Trained};
 pub type Progress<'a> = &'a mut (dyn FnMut(usize, Option<f64>) + Send);
 
 fn rfc3339(ts: i64) -> String {
-    DateTime::from_timestamp(ts, 0)
-        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
+    DateTime::from_timestamp(ts, 0).map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default()
 }
 
 /// Rows `idx` of a table as a row-major matrix and their targets.
@@ -59,20 +57,11 @@ pub fn fit(
         feature_names: spec.names(),
         target: spec.target,
         base_score: trained.base_score,
-        loss: serde_json::to_value(params.loss)?
-            .as_str()
-            .unwrap_or("")
-            .to_string(),
+        loss: serde_json::to_value(params.loss)?.as_str().unwrap_or("").to_string(),
         source: format!("gridcast-trainer {}", env!("CARGO_PKG_VERSION")),
-        training_range: Some((
-            rfc3339(table.ts[idx[0]]),
-            rfc3339(table.ts[*idx.last().expect("non-empty")]),
-        )),
+        training_range: Some((rfc3339(table.ts[idx[0]]), rfc3339(table.ts[*idx.last().expect("non-empty")]))),
         training_rows: Some(idx.len() as u64),
-        params: params_json
-            .as_object()
-            .map(|o| o.clone().into_iter().collect())
-            .unwrap_or_default(),
+        params: params_json.as_object().map(|o| o.clone().into_iter().collect()).unwrap_or_default(),
         metrics,
     };
     let model = Model::new(meta, trained.trees.clone())?;
@@ -118,23 +107,12 @@ pub fn backtest(
     let table = FeatureTable::build(spec, series)?;
     let rows = table.labelled_rows();
     let n_train = (rows.len() as f64 * train_fraction) as usize;
-    anyhow::ensure!(
-        n_train >= 10 && rows.len() - n_train >= 1,
-        "only {} labelled rows: too few to split",
-        rows.len()
-    );
+    anyhow::ensure!(n_train >= 10 && rows.len() - n_train >= 1, "only {} labelled rows: too few to split", rows.len());
     let (train_idx, test_idx) = rows.split_at(n_train);
     let (model, trained) = fit(spec, &table, train_idx, params, progress)?;
     let points: Vec<TestPoint> = test_idx
         .iter()
-        .map(|&i| {
-            (
-                table.ts[i],
-                table.next_total[i],
-                model.predict_level(table.row(i)),
-                table.current_total[i],
-            )
-        })
+        .map(|&i| (table.ts[i], table.next_total[i], model.predict_level(table.row(i)), table.current_total[i]))
         .collect();
     let actual = Array1::from_iter(points.iter().map(|p| p.1 as f64));
     let pred = Array1::from_iter(points.iter().map(|p| p.2 as f64));
@@ -179,18 +157,10 @@ impl std::fmt::Display for BacktestReport {
             "  model ({:?} loss, {:?} target, {} trees, {:.1} s): MAE {:.1} W, RMSE {:.1} W",
             self.loss, self.target, self.trees, self.train_seconds, self.mae, self.rmse
         )?;
-        writeln!(
-            f,
-            "  persistence:  MAE {:.1} W, RMSE {:.1} W",
-            self.persistence_mae, self.persistence_rmse
-        )?;
+        writeln!(f, "  persistence:  MAE {:.1} W, RMSE {:.1} W", self.persistence_mae, self.persistence_rmse)?;
         if let Some(l) = self.linear_mae {
             writeln!(f, "  linear (linfa-linear): MAE {l:.1} W")?;
         }
-        write!(
-            f,
-            "  skill vs persistence (1 - MAE/persistence MAE): {:.3}",
-            self.skill
-        )
+        write!(f, "  skill vs persistence (1 - MAE/persistence MAE): {:.3}", self.skill)
     }
 }

@@ -19,11 +19,7 @@ fn sample() -> Vec<gridcast_core::features::Interval> {
 #[test]
 fn shipped_default_model_loads_and_serves_the_sample_stream() {
     let m = Model::from_bytes(&std::fs::read(repo("models/default.gcm")).unwrap()).unwrap();
-    let spec = m
-        .meta
-        .feature_spec
-        .clone()
-        .expect("default model has a feature spec");
+    let spec = m.meta.feature_spec.clone().expect("default model has a feature spec");
     let mut state = FeatureState::new(spec).unwrap();
     let series = sample();
     let mut err = 0f64;
@@ -46,27 +42,17 @@ fn model_trained_here_round_trips_through_a_file() {
     let spec = gridcast_core::features::FeatureSpec::default();
     let table = FeatureTable::build(&spec, &series[..5000]).unwrap();
     let rows = table.labelled_rows();
-    let p = TrainParams {
-        n_trees: 20,
-        threads: 1,
-        ..Default::default()
-    };
+    let p = TrainParams { n_trees: 20, threads: 1, ..Default::default() };
     let (m, _) = pipeline::fit(&spec, &table, &rows, &p, &mut |_, _| {}).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.gcm");
     std::fs::write(&path, m.to_bytes()).unwrap();
     let back = cli::load_model(&path).unwrap();
     for &i in rows.iter().take(500) {
-        assert_eq!(
-            back.predict_level(table.row(i)),
-            m.predict_level(table.row(i))
-        );
+        assert_eq!(back.predict_level(table.row(i)), m.predict_level(table.row(i)));
     }
     assert_eq!(back.meta.training_rows, Some(rows.len() as u64));
-    assert_eq!(
-        back.meta.training_range.as_ref().unwrap().0,
-        "2007-01-01T00:00:00Z"
-    );
+    assert_eq!(back.meta.training_range.as_ref().unwrap().0, "2007-01-01T00:00:00Z");
 }
 
 #[test]
@@ -85,12 +71,7 @@ fn corrupt_model_file_is_refused_naming_the_file() {
 fn backtest_on_the_sample_reports_skill_against_persistence() {
     let series = sample();
     let spec = gridcast_core::features::FeatureSpec::default();
-    let p = TrainParams {
-        n_trees: 40,
-        learning_rate: 0.1,
-        threads: 2,
-        ..Default::default()
-    };
+    let p = TrainParams { n_trees: 40, learning_rate: 0.1, threads: 2, ..Default::default() };
     let (r, _, pts) = pipeline::backtest(&spec, &series, &p, 0.8, &mut |_, _| {}).unwrap();
     assert_eq!(pts.len(), r.test_rows);
     assert!((r.skill - (1.0 - r.mae / r.persistence_mae)).abs() < 1e-12);
@@ -105,18 +86,10 @@ fn predict_batch_reads_columns_by_the_models_feature_names() {
     let mut names = m.meta.feature_names.clone();
     names.reverse(); // column order in the file does not matter
     let mut csv = format!("extra,{}\n", names.join(","));
-    let cells: Vec<&str> = names
-        .iter()
-        .map(|n| if n == "total" { "500" } else { "" })
-        .collect();
+    let cells: Vec<&str> = names.iter().map(|n| if n == "total" { "500" } else { "" }).collect();
     csv.push_str(&format!("x,{}\n", cells.join(",")));
     let x = data::read_feature_rows(csv.as_bytes(), &m.meta.feature_names).unwrap();
-    let total = m
-        .meta
-        .feature_names
-        .iter()
-        .position(|n| n == "total")
-        .unwrap();
+    let total = m.meta.feature_names.iter().position(|n| n == "total").unwrap();
     assert_eq!(x[total], 500.0);
     assert!(x.iter().enumerate().all(|(i, v)| i == total || v.is_nan()));
     assert!(m.predict_level(&x).is_finite());

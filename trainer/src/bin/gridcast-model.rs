@@ -11,10 +11,7 @@ use gridcast_trainer::cli;
 use gridcast_trainer::gbdt::{self, Loss, TrainParams};
 
 #[derive(Parser)]
-#[command(
-    name = "gridcast-model",
-    about = "gridcast model engine: train, backtest, predict, benchmark"
-)]
+#[command(name = "gridcast-model", about = "gridcast model engine: train, backtest, predict, benchmark")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -105,9 +102,7 @@ fn latency(a: LatencyArgs) -> anyhow::Result<()> {
     let t = Instant::now();
     let batch_reps = 5;
     for _ in 0..batch_reps {
-        model
-            .forest()
-            .predict_batch(std::hint::black_box(&x), &mut out);
+        model.forest().predict_batch(std::hint::black_box(&x), &mut out);
     }
     let batch_ns = t.elapsed().as_nanos() as f64 / (batch_reps * n) as f64;
     println!(
@@ -120,16 +115,8 @@ fn latency(a: LatencyArgs) -> anyhow::Result<()> {
 
 fn read_f32(path: &PathBuf, cols: usize) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
     let b = std::fs::read(path)?;
-    let v: Vec<f32> = b
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    anyhow::ensure!(
-        v.len().is_multiple_of(cols + 1),
-        "{} is not rows x {} f32",
-        path.display(),
-        cols + 1
-    );
+    let v: Vec<f32> = b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    anyhow::ensure!(v.len().is_multiple_of(cols + 1), "{} is not rows x {} f32", path.display(), cols + 1);
     let mut x = Vec::with_capacity(v.len());
     let mut y = Vec::new();
     for r in v.chunks_exact(cols + 1) {
@@ -156,14 +143,11 @@ fn train_time(a: TrainTimeArgs) -> anyhow::Result<()> {
     let secs = t.elapsed().as_secs_f64();
     let f = gridcast_core::model::Forest::compile(&trained.trees, trained.base_score, a.features);
     let n = yt.len();
-    let mae = (0..n)
-        .map(|i| (f.predict_row(&xt[i * a.features..(i + 1) * a.features]) - yt[i]).abs() as f64)
-        .sum::<f64>()
-        / n as f64;
+    let mae =
+        (0..n).map(|i| (f.predict_row(&xt[i * a.features..(i + 1) * a.features]) - yt[i]).abs() as f64).sum::<f64>()
+            / n as f64;
     let rmse = ((0..n)
-        .map(|i| {
-            ((f.predict_row(&xt[i * a.features..(i + 1) * a.features]) - yt[i]) as f64).powi(2)
-        })
+        .map(|i| ((f.predict_row(&xt[i * a.features..(i + 1) * a.features]) - yt[i]) as f64).powi(2))
         .sum::<f64>()
         / n as f64)
         .sqrt();

@@ -27,11 +27,8 @@ impl Cuts {
         let cuts = (0..n_features)
             .into_par_iter()
             .map(|f| {
-                let mut v: Vec<f32> = (0..n)
-                    .step_by(stride)
-                    .map(|r| x[r * n_features + f])
-                    .filter(|v| !v.is_nan())
-                    .collect();
+                let mut v: Vec<f32> =
+                    (0..n).step_by(stride).map(|r| x[r * n_features + f]).filter(|v| !v.is_nan()).collect();
                 v.sort_unstable_by(f32::total_cmp);
                 let mut distinct = v.clone();
                 distinct.dedup();
@@ -49,23 +46,17 @@ impl Cuts {
 
     #[inline]
     pub fn bin(&self, f: usize, v: f32) -> u8 {
-        if v.is_nan() {
-            MISSING_BIN
-        } else {
-            self.cuts[f].partition_point(|&c| c <= v) as u8
-        }
+        if v.is_nan() { MISSING_BIN } else { self.cuts[f].partition_point(|&c| c <= v) as u8 }
     }
 
     /// Row-major bins of a row-major matrix.
     pub fn bin_matrix(&self, x: &[f32], n_features: usize) -> Vec<u8> {
         let mut out = vec![0u8; x.len()];
-        out.par_chunks_mut(n_features * 1024)
-            .zip(x.par_chunks(n_features * 1024))
-            .for_each(|(o, xs)| {
-                for (i, (b, &v)) in o.iter_mut().zip(xs).enumerate() {
-                    *b = self.bin(i % n_features, v);
-                }
-            });
+        out.par_chunks_mut(n_features * 1024).zip(x.par_chunks(n_features * 1024)).for_each(|(o, xs)| {
+            for (i, (b, &v)) in o.iter_mut().zip(xs).enumerate() {
+                *b = self.bin(i % n_features, v);
+            }
+        });
         out
     }
 

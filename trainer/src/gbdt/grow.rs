@@ -38,11 +38,7 @@ impl GrownTree {
         let mut i = 0usize;
         while t.left[i] != LEAF {
             let b = row_bins[t.feature[i] as usize];
-            let left = if b == MISSING_BIN {
-                t.default_left[i]
-            } else {
-                b <= self.bin[i]
-            };
+            let left = if b == MISSING_BIN { t.default_left[i] } else { b <= self.bin[i] };
             i = if left { t.left[i] } else { t.right[i] } as usize;
         }
         i
@@ -65,14 +61,7 @@ struct Work {
 
 /// Grow a tree on `rows`; leaf values are left at the Newton step
 /// `-G/(H+lambda)` (the caller may replace them, e.g. with medians).
-pub fn grow(
-    bins: &[u8],
-    nf: usize,
-    cuts: &Cuts,
-    gh: &[[f32; 2]],
-    rows: Vec<u32>,
-    p: &GrowParams,
-) -> GrownTree {
+pub fn grow(bins: &[u8], nf: usize, cuts: &Cuts, gh: &[[f32; 2]], rows: Vec<u32>, p: &GrowParams) -> GrownTree {
     let mut t = GrownTree {
         tree: Tree {
             feature: vec![],
@@ -87,19 +76,10 @@ pub fn grow(
     };
     new_node(&mut t);
     let hist = build_hist(bins, nf, &rows, gh);
-    let mut stack = vec![Work {
-        node: 0,
-        rows,
-        hist,
-        depth: 0,
-    }];
+    let mut stack = vec![Work { node: 0, rows, hist, depth: 0 }];
     while let Some(w) = stack.pop() {
         let (g, h) = totals(&w.hist, nf);
-        let split = if w.depth < p.max_depth {
-            best_split(&w.hist, nf, cuts, g, h, p)
-        } else {
-            None
-        };
+        let split = if w.depth < p.max_depth { best_split(&w.hist, nf, cuts, g, h, p) } else { None };
         let Some(s) = split else {
             t.tree.value[w.node] = (-g / (h + p.lambda)) as f32;
             t.leaves.push((w.node, w.rows));
@@ -115,36 +95,19 @@ pub fn grow(
         t.bin[n] = s.bin;
         let (lrows, rrows): (Vec<u32>, Vec<u32>) = w.rows.iter().partition(|&&row| {
             let b = bins[row as usize * nf + s.feature];
-            if b == MISSING_BIN {
-                s.default_left
-            } else {
-                b <= s.bin
-            }
+            if b == MISSING_BIN { s.default_left } else { b <= s.bin }
         });
         drop(w.rows);
         let mut big_hist = w.hist;
-        let (small, big, small_rows, big_rows) = if lrows.len() <= rrows.len() {
-            (l, r, lrows, rrows)
-        } else {
-            (r, l, rrows, lrows)
-        };
+        let (small, big, small_rows, big_rows) =
+            if lrows.len() <= rrows.len() { (l, r, lrows, rrows) } else { (r, l, rrows, lrows) };
         let small_hist = build_hist(bins, nf, &small_rows, gh);
         for (b, s) in big_hist.iter_mut().zip(&small_hist) {
             b[0] -= s[0];
             b[1] -= s[1];
         }
-        stack.push(Work {
-            node: big,
-            rows: big_rows,
-            hist: big_hist,
-            depth: w.depth + 1,
-        });
-        stack.push(Work {
-            node: small,
-            rows: small_rows,
-            hist: small_hist,
-            depth: w.depth + 1,
-        });
+        stack.push(Work { node: big, rows: big_rows, hist: big_hist, depth: w.depth + 1 });
+        stack.push(Work { node: small, rows: small_rows, hist: small_hist, depth: w.depth + 1 });
     }
     t
 }
@@ -163,9 +126,7 @@ fn new_node(t: &mut GrownTree) -> usize {
 
 /// Gradient and hessian sums of a node (any one feature's bins add up to it).
 fn totals(h: &Hist, _nf: usize) -> (f64, f64) {
-    h[..256]
-        .iter()
-        .fold((0.0, 0.0), |(g, hh), e| (g + e[0], hh + e[1]))
+    h[..256].iter().fold((0.0, 0.0), |(g, hh), e| (g + e[0], hh + e[1]))
 }
 
 fn build_hist(bins: &[u8], nf: usize, rows: &[u32], gh: &[[f32; 2]]) -> Hist {
@@ -187,10 +148,7 @@ fn build_hist(bins: &[u8], nf: usize, rows: &[u32], gh: &[[f32; 2]]) -> Hist {
     if rows.len() < PAR_MIN_ROWS {
         return fill(rows);
     }
-    let chunk = rows
-        .len()
-        .div_ceil(rayon::current_num_threads())
-        .max(PAR_MIN_ROWS / 2);
+    let chunk = rows.len().div_ceil(rayon::current_num_threads()).max(PAR_MIN_ROWS / 2);
     rows.par_chunks(chunk)
         .map(fill)
         .reduce_with(|mut a, b| {
@@ -232,12 +190,7 @@ fn best_split(h: &Hist, nf: usize, cuts: &Cuts, g: f64, hh: f64, p: &GrowParams)
                 if gain > p.min_split_gain && best.as_ref().is_none_or(|s| gain > s.gain) {
                     // with no missing values seen, send future ones to the bigger side
                     let default_left = if mh > 0.0 { dl } else { lh >= rh };
-                    best = Some(Split {
-                        gain,
-                        feature: f,
-                        bin: b as u8,
-                        default_left,
-                    });
+                    best = Some(Split { gain, feature: f, bin: b as u8, default_left });
                 }
             }
         }

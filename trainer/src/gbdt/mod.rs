@@ -55,6 +55,10 @@ pub struct TrainParams {
     pub early_stopping_rounds: usize,
     /// Chronological tail of the training rows held out for early stopping.
     pub validation_fraction: f64,
+    /// After early stopping has chosen the number of trees, train again on
+    /// all rows (validation tail included) with that many trees. The tail is
+    /// the most recent data, the most useful for forecasting the next days.
+    pub refit: bool,
     /// Worker threads (0 = all cores).
     pub threads: usize,
     pub seed: u64,
@@ -63,16 +67,17 @@ pub struct TrainParams {
 impl Default for TrainParams {
     fn default() -> Self {
         TrainParams {
-            n_trees: 400,
+            n_trees: 600,
             max_depth: 6,
             learning_rate: 0.05,
-            min_child_weight: 1.0,
+            min_child_weight: 20.0,
             lambda: 1.0,
             subsample: 1.0,
             max_bins: 255,
             loss: Loss::Absolute,
             early_stopping_rounds: 50,
             validation_fraction: 0.1,
+            refit: true,
             threads: 0,
             seed: 42,
         }
@@ -84,8 +89,10 @@ impl Default for TrainParams {
 pub struct Trained {
     pub trees: Vec<Tree>,
     pub base_score: f32,
-    /// Validation metric (MAE or RMSE) after the kept trees; None without a validation tail.
+    /// Validation metric (MAE or RMSE) after the kept trees; None without a
+    /// validation tail. With `refit`, measured before the refit.
     pub validation_metric: Option<f64>,
+    /// Rows the final trees were trained on (all rows after a refit).
     pub train_rows: usize,
     pub validation_rows: usize,
     pub seconds: f64,
@@ -106,22 +113,23 @@ pub fn train(
         x.len(),
         y.len()
     );
-    anyhow::ensure!(
-        y.iter().all(|v| v.is_finite()),
-        "targets must be finite (drop unlabelled rows first)"
-    );
+    anyhow::ensure!(y.iter().all(|v| v.is_finite()), "targets must be finite (drop unlabelled rows first)");
     let n = y.len();
-    let n_valid = if p.early_stopping_rounds > 0 {
-        (n as f64 * p.validation_fraction) as usize
-    } else {
-        0
-    };
+    let n_valid = if p.early_stopping_rounds > 0 { (n as f64 * p.validation_fraction) as usize } else { 0 };
     let n_train = n - n_valid;
     anyhow::ensure!(n_train >= 2, "need at least 2 training rows, got {n_train}");
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(p.threads)
-        .build()?;
-    pool.install(|| Ok(Booster::new(x, n_features, y, n_train, p).run(progress)))
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(p.threads).build()?;
+    pool.install(|| {
+        let first = Booster::new(x, n_features, y, n_train, p).run(progress);
+        if n_valid == 0 || !p.refit {
+            return Ok(first);
+        }
+        let again = TrainParams { n_trees: first.trees.len(), early_stopping_rounds: 0, ..p.clone() };
+        let mut full = Booster::new(x, n_features, y, n, &again).run(progress);
+        full.validation_metric = first.validation_metric;
+        full.seconds += first.seconds;
+        Ok(full)
+    })
 }
 
 struct Booster<'a> {
@@ -140,16 +148,7 @@ impl<'a> Booster<'a> {
         let start = Instant::now();
         let cuts = Cuts::fit(&x[..n_train * nf], nf, p.max_bins, 200_000);
         let bins = cuts.bin_matrix(x, nf);
-        Booster {
-            p,
-            nf,
-            y,
-            n_train,
-            cuts,
-            bins,
-            pred: vec![],
-            start,
-        }
+        Booster { p, nf, y, n_train, cuts, bins, pred: vec![], start }
     }
 
     fn base_score(&self) -> f32 {
@@ -178,9 +177,7 @@ impl<'a> Booster<'a> {
         for _ in 0..p.n_trees {
             self.gradients(&mut gh);
             let rows: Vec<u32> = if p.subsample < 1.0 {
-                (0..self.n_train as u32)
-                    .filter(|_| rng.unit() < p.subsample)
-                    .collect()
+                (0..self.n_train as u32).filter(|_| rng.unit() < p.subsample).collect()
             } else {
                 (0..self.n_train as u32).collect()
             };
@@ -220,25 +217,22 @@ impl<'a> Booster<'a> {
 
     fn gradients(&self, gh: &mut [[f32; 2]]) {
         let loss = self.p.loss;
-        gh.par_iter_mut()
-            .zip(&self.pred[..self.n_train])
-            .zip(&self.y[..self.n_train])
-            .for_each(|((o, &pr), &y)| {
-                let r = pr - y;
-                *o = match loss {
-                    Loss::Squared => [r, 1.0],
-                    Loss::Absolute => [
-                        if r > 0.0 {
-                            1.0
-                        } else if r < 0.0 {
-                            -1.0
-                        } else {
-                            0.0
-                        },
-                        1.0,
-                    ],
-                };
-            });
+        gh.par_iter_mut().zip(&self.pred[..self.n_train]).zip(&self.y[..self.n_train]).for_each(|((o, &pr), &y)| {
+            let r = pr - y;
+            *o = match loss {
+                Loss::Squared => [r, 1.0],
+                Loss::Absolute => [
+                    if r > 0.0 {
+                        1.0
+                    } else if r < 0.0 {
+                        -1.0
+                    } else {
+                        0.0
+                    },
+                    1.0,
+                ],
+            };
+        });
     }
 
     /// Absolute loss: each leaf's value is the median residual of its rows.
@@ -247,10 +241,7 @@ impl<'a> Booster<'a> {
             .leaves
             .par_iter()
             .map(|(node, rows)| {
-                let mut r: Vec<f32> = rows
-                    .iter()
-                    .map(|&i| self.y[i as usize] - self.pred[i as usize])
-                    .collect();
+                let mut r: Vec<f32> = rows.iter().map(|&i| self.y[i as usize] - self.pred[i as usize]).collect();
                 (*node, if r.is_empty() { 0.0 } else { median(&mut r) })
             })
             .collect();
@@ -262,13 +253,9 @@ impl<'a> Booster<'a> {
     fn update_predictions(&mut self, g: &GrownTree) {
         let nf = self.nf;
         let bins = &self.bins;
-        self.pred
-            .par_iter_mut()
-            .enumerate()
-            .with_min_len(4096)
-            .for_each(|(i, pr)| {
-                *pr += g.tree.value[g.leaf_of(&bins[i * nf..i * nf + nf])];
-            });
+        self.pred.par_iter_mut().enumerate().with_min_len(4096).for_each(|(i, pr)| {
+            *pr += g.tree.value[g.leaf_of(&bins[i * nf..i * nf + nf])];
+        });
     }
 
     fn validation_metric(&self) -> Option<f64> {
@@ -278,20 +265,8 @@ impl<'a> Booster<'a> {
         }
         let n = pv.len() as f64;
         Some(match self.p.loss {
-            Loss::Absolute => {
-                pv.iter()
-                    .zip(yv)
-                    .map(|(a, b)| (a - b).abs() as f64)
-                    .sum::<f64>()
-                    / n
-            }
-            Loss::Squared => (pv
-                .iter()
-                .zip(yv)
-                .map(|(a, b)| ((a - b) as f64).powi(2))
-                .sum::<f64>()
-                / n)
-                .sqrt(),
+            Loss::Absolute => pv.iter().zip(yv).map(|(a, b)| (a - b).abs() as f64).sum::<f64>() / n,
+            Loss::Squared => (pv.iter().zip(yv).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / n).sqrt(),
         })
     }
 }
@@ -331,11 +306,7 @@ mod tests {
         for _ in 0..n {
             let a = rng.unit() as f32 * 10.0;
             let b = rng.unit() as f32 * 10.0;
-            let c = if rng.unit() < 0.1 {
-                f32::NAN
-            } else {
-                rng.unit() as f32
-            };
+            let c = if rng.unit() < 0.1 { f32::NAN } else { rng.unit() as f32 };
             x.extend([a, b, c]);
             y.push(if a > 5.0 { 10.0 } else { 0.0 } + b + if c.is_nan() { 5.0 } else { 0.0 });
         }
@@ -346,53 +317,27 @@ mod tests {
     fn boosting_learns_a_step_and_missing_values() {
         let (x, y) = data(4000);
         for loss in [Loss::Squared, Loss::Absolute] {
-            let p = TrainParams {
-                n_trees: 200,
-                learning_rate: 0.2,
-                loss,
-                threads: 2,
-                ..Default::default()
-            };
+            let p = TrainParams { n_trees: 200, learning_rate: 0.2, loss, threads: 2, ..Default::default() };
             let t = train(&x, 3, &y, &p, &mut |_, _| {}).unwrap();
             let f = Forest::compile(&t.trees, t.base_score, 3);
-            let mae = (0..4000)
-                .map(|i| (f.predict_row(&x[i * 3..i * 3 + 3]) - y[i]).abs())
-                .sum::<f32>()
-                / 4000.0;
+            let mae = (0..4000).map(|i| (f.predict_row(&x[i * 3..i * 3 + 3]) - y[i]).abs()).sum::<f32>() / 4000.0;
             assert!(mae < 0.5, "{loss:?}: MAE {mae}");
-            assert!(
-                f.predict_row(&[7.0, 2.0, f32::NAN]) > 15.0,
-                "{loss:?}: missing c not learned"
-            );
+            assert!(f.predict_row(&[7.0, 2.0, f32::NAN]) > 15.0, "{loss:?}: missing c not learned");
         }
     }
 
     #[test]
     fn trained_thresholds_give_same_leaves_as_bins() {
         let (x, y) = data(2000);
-        let p = TrainParams {
-            n_trees: 5,
-            early_stopping_rounds: 0,
-            threads: 1,
-            ..Default::default()
-        };
+        let p = TrainParams { n_trees: 5, early_stopping_rounds: 0, threads: 1, ..Default::default() };
         let cuts = Cuts::fit(&x, 3, 255, 10_000);
         let bins = cuts.bin_matrix(&x, 3);
         let gh: Vec<[f32; 2]> = y.iter().map(|&v| [-v, 1.0]).collect();
-        let gp = GrowParams {
-            max_depth: 6,
-            min_child_weight: 1.0,
-            lambda: 1.0,
-            min_split_gain: 1e-12,
-        };
+        let gp = GrowParams { max_depth: 6, min_child_weight: 1.0, lambda: 1.0, min_split_gain: 1e-12 };
         let g = grow::grow(&bins, 3, &cuts, &gh, (0..2000).collect(), &gp);
         for i in 0..2000 {
             let leaf = g.leaf_of(&bins[i * 3..i * 3 + 3]);
-            assert_eq!(
-                g.tree.predict(&x[i * 3..i * 3 + 3]),
-                g.tree.value[leaf],
-                "row {i}"
-            );
+            assert_eq!(g.tree.predict(&x[i * 3..i * 3 + 3]), g.tree.value[leaf], "row {i}");
         }
         let _ = p;
     }

@@ -134,6 +134,9 @@ fn train_time(a: TrainTimeArgs) -> anyhow::Result<()> {
         max_depth: a.depth,
         learning_rate: a.learning_rate,
         loss: a.loss,
+        // xgboost's defaults, so both grow the same trees
+        min_child_weight: 1.0,
+        lambda: 1.0,
         early_stopping_rounds: 0,
         threads: a.threads,
         ..TrainParams::default()

@@ -61,7 +61,18 @@ struct Work {
 
 /// Grow a tree on `rows`; leaf values are left at the Newton step
 /// `-G/(H+lambda)` (the caller may replace them, e.g. with medians).
-pub fn grow(bins: &[u8], nf: usize, cuts: &Cuts, gh: &[[f32; 2]], rows: Vec<u32>, p: &GrowParams) -> GrownTree {
+/// `bins` is row-major (for histograms), `columns` the same bins
+/// feature-major (for partitioning: one feature of many rows is then read
+/// from consecutive bytes).
+pub fn grow(
+    bins: &[u8],
+    columns: &[u8],
+    nf: usize,
+    cuts: &Cuts,
+    gh: &[[f32; 2]],
+    rows: Vec<u32>,
+    p: &GrowParams,
+) -> GrownTree {
     let mut t = GrownTree {
         tree: Tree {
             feature: vec![],
@@ -93,11 +104,26 @@ pub fn grow(bins: &[u8], nf: usize, cuts: &Cuts, gh: &[[f32; 2]], rows: Vec<u32>
         t.tree.left[n] = l as u32;
         t.tree.right[n] = r as u32;
         t.bin[n] = s.bin;
-        let (lrows, rrows): (Vec<u32>, Vec<u32>) = w.rows.iter().partition(|&&row| {
-            let b = bins[row as usize * nf + s.feature];
+        let n_rows = bins.len() / nf;
+        let column = &columns[s.feature * n_rows..(s.feature + 1) * n_rows];
+        let go_left = |row: u32| {
+            let b = column[row as usize];
             if b == MISSING_BIN { s.default_left } else { b <= s.bin }
-        });
+        };
+        let (lrows, rrows) = partition(&w.rows, go_left);
         drop(w.rows);
+        if w.depth + 1 >= p.max_depth {
+            // children are leaves: only their sums are needed, not histograms
+            for (node, rows) in [(l, lrows), (r, rrows)] {
+                let (g, h) = rows.iter().fold((0.0, 0.0), |(g, h), &i| {
+                    let [gi, hi] = gh[i as usize];
+                    (g + gi as f64, h + hi as f64)
+                });
+                t.tree.value[node] = (-g / (h + p.lambda)) as f32;
+                t.leaves.push((node, rows));
+            }
+            continue;
+        }
         let mut big_hist = w.hist;
         let (small, big, small_rows, big_rows) =
             if lrows.len() <= rrows.len() { (l, r, lrows, rrows) } else { (r, l, rrows, lrows) };
@@ -110,6 +136,40 @@ pub fn grow(bins: &[u8], nf: usize, cuts: &Cuts, gh: &[[f32; 2]], rows: Vec<u32>
         stack.push(Work { node: small, rows: small_rows, hist: small_hist, depth: w.depth + 1 });
     }
     t
+}
+
+/// Split rows in two, keeping their order. Branch-free (left rows fill the
+/// buffer from the front, right rows from the back) since the direction is
+/// unpredictable, and in parallel chunks for large nodes.
+fn partition(rows: &[u32], go_left: impl Fn(u32) -> bool + Sync) -> (Vec<u32>, Vec<u32>) {
+    const PAR_MIN_ROWS: usize = 65_536;
+    let one = |rows: &[u32]| {
+        let n = rows.len();
+        let mut out = vec![0u32; n];
+        let (mut li, mut ri) = (0usize, n);
+        for &row in rows {
+            let l = go_left(row);
+            let at = if l { li } else { ri - 1 };
+            out[at] = row;
+            li += l as usize;
+            ri -= !l as usize;
+        }
+        let mut right = out.split_off(li);
+        right.reverse();
+        (out, right)
+    };
+    if rows.len() < PAR_MIN_ROWS {
+        return one(rows);
+    }
+    let chunk = rows.len().div_ceil(rayon::current_num_threads() * 2);
+    let parts: Vec<(Vec<u32>, Vec<u32>)> = rows.par_chunks(chunk).map(one).collect();
+    let mut left = Vec::with_capacity(rows.len());
+    let mut right = Vec::with_capacity(rows.len());
+    for (l, r) in parts {
+        left.extend_from_slice(&l);
+        right.extend_from_slice(&r);
+    }
+    (left, right)
 }
 
 fn new_node(t: &mut GrownTree) -> usize {

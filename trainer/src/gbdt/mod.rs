@@ -139,6 +139,8 @@ struct Booster<'a> {
     n_train: usize,
     cuts: Cuts,
     bins: Vec<u8>,
+    /// `bins` transposed (feature-major), for partitioning rows.
+    columns: Vec<u8>,
     pred: Vec<f32>,
     start: Instant,
 }
@@ -148,7 +150,14 @@ impl<'a> Booster<'a> {
         let start = Instant::now();
         let cuts = Cuts::fit(&x[..n_train * nf], nf, p.max_bins, 200_000);
         let bins = cuts.bin_matrix(x, nf);
-        Booster { p, nf, y, n_train, cuts, bins, pred: vec![], start }
+        let n = y.len();
+        let mut columns = vec![0u8; bins.len()];
+        columns.par_chunks_mut(n).enumerate().for_each(|(f, col)| {
+            for (r, c) in col.iter_mut().enumerate() {
+                *c = bins[r * nf + f];
+            }
+        });
+        Booster { p, nf, y, n_train, cuts, bins, columns, pred: vec![], start }
     }
 
     fn base_score(&self) -> f32 {
@@ -181,14 +190,15 @@ impl<'a> Booster<'a> {
             } else {
                 (0..self.n_train as u32).collect()
             };
-            let mut g = grow::grow(&self.bins, self.nf, &self.cuts, &gh, rows, &gp);
+            let all_rows = rows.len() == self.n_train;
+            let mut g = grow::grow(&self.bins, &self.columns, self.nf, &self.cuts, &gh, rows, &gp);
             if p.loss == Loss::Absolute {
                 self.median_leaves(&mut g);
             }
             for v in g.tree.value.iter_mut() {
                 *v = (*v as f64 * p.learning_rate) as f32;
             }
-            self.update_predictions(&g);
+            self.update_predictions(&g, all_rows);
             trees.push(g.tree);
             let metric = self.validation_metric();
             if let Some(m) = metric {
@@ -250,10 +260,25 @@ impl<'a> Booster<'a> {
         }
     }
 
-    fn update_predictions(&mut self, g: &GrownTree) {
+    /// Add the new tree's output to every row's prediction. When the tree
+    /// was grown on all training rows its leaves already list them; only
+    /// the validation rows (or unsampled rows) need a walk down the tree.
+    fn update_predictions(&mut self, g: &GrownTree, all_rows: bool) {
         let nf = self.nf;
         let bins = &self.bins;
-        self.pred.par_iter_mut().enumerate().with_min_len(4096).for_each(|(i, pr)| {
+        let walk_from = if all_rows {
+            for (node, rows) in &g.leaves {
+                let v = g.tree.value[*node];
+                for &r in rows {
+                    self.pred[r as usize] += v;
+                }
+            }
+            self.n_train
+        } else {
+            0
+        };
+        self.pred[walk_from..].par_iter_mut().enumerate().with_min_len(4096).for_each(|(i, pr)| {
+            let i = i + walk_from;
             *pr += g.tree.value[g.leaf_of(&bins[i * nf..i * nf + nf])];
         });
     }
@@ -334,7 +359,9 @@ mod tests {
         let bins = cuts.bin_matrix(&x, 3);
         let gh: Vec<[f32; 2]> = y.iter().map(|&v| [-v, 1.0]).collect();
         let gp = GrowParams { max_depth: 6, min_child_weight: 1.0, lambda: 1.0, min_split_gain: 1e-12 };
-        let g = grow::grow(&bins, 3, &cuts, &gh, (0..2000).collect(), &gp);
+        let columns: Vec<u8> =
+            (0..3).flat_map(|f| (0..2000).map(move |r| (f, r))).map(|(f, r)| bins[r * 3 + f]).collect();
+        let g = grow::grow(&bins, &columns, 3, &cuts, &gh, (0..2000).collect(), &gp);
         for i in 0..2000 {
             let leaf = g.leaf_of(&bins[i * 3..i * 3 + 3]);
             assert_eq!(g.tree.predict(&x[i * 3..i * 3 + 3]), g.tree.value[leaf], "row {i}");

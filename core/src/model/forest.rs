@@ -71,22 +71,11 @@ impl Forest {
                 splits.extend(s);
                 leaves.extend(l);
             }
-            Layout::Padded {
-                depth,
-                splits,
-                leaves,
-            }
+            Layout::Padded { depth, splits, leaves }
         } else {
-            Layout::Pointer {
-                trees: trees.to_vec(),
-            }
+            Layout::Pointer { trees: trees.to_vec() }
         };
-        Forest {
-            n_features,
-            n_trees: trees.len(),
-            base_score,
-            layout,
-        }
+        Forest { n_features, n_trees: trees.len(), base_score, layout }
     }
 
     pub fn n_features(&self) -> usize {
@@ -107,18 +96,9 @@ impl Forest {
     /// If `row` is shorter than `n_features`.
     #[inline]
     pub fn predict_row(&self, row: &[f32]) -> f32 {
-        assert!(
-            row.len() >= self.n_features,
-            "row has {} features, model needs {}",
-            row.len(),
-            self.n_features
-        );
+        assert!(row.len() >= self.n_features, "row has {} features, model needs {}", row.len(), self.n_features);
         match &self.layout {
-            Layout::Padded {
-                depth,
-                splits,
-                leaves,
-            } => {
+            Layout::Padded { depth, splits, leaves } => {
                 let mut buf = [0f32; ROW_BUF];
                 let nf = self.n_features;
                 buf[..nf].copy_from_slice(&row[..nf]);
@@ -127,34 +107,26 @@ impl Forest {
                 }
                 let base = self.base_score;
                 match depth {
-                    1 => padded::<1, 2>(base, splits, leaves, &buf),
-                    2 => padded::<2, 4>(base, splits, leaves, &buf),
-                    3 => padded::<3, 8>(base, splits, leaves, &buf),
-                    4 => padded::<4, 16>(base, splits, leaves, &buf),
-                    5 => padded::<5, 32>(base, splits, leaves, &buf),
-                    6 => padded::<6, 64>(base, splits, leaves, &buf),
-                    7 => padded::<7, 128>(base, splits, leaves, &buf),
-                    8 => padded::<8, 256>(base, splits, leaves, &buf),
-                    9 => padded::<9, 512>(base, splits, leaves, &buf),
-                    _ => padded::<10, 1024>(base, splits, leaves, &buf),
+                    1 => padded::<2>(1, base, splits, leaves, &buf),
+                    2 => padded::<4>(2, base, splits, leaves, &buf),
+                    3 => padded::<8>(3, base, splits, leaves, &buf),
+                    4 => padded::<16>(4, base, splits, leaves, &buf),
+                    5 => padded::<32>(5, base, splits, leaves, &buf),
+                    6 => padded::<64>(6, base, splits, leaves, &buf),
+                    7 => padded::<128>(7, base, splits, leaves, &buf),
+                    8 => padded::<256>(8, base, splits, leaves, &buf),
+                    9 => padded::<512>(9, base, splits, leaves, &buf),
+                    _ => padded::<1024>(10, base, splits, leaves, &buf),
                 }
             }
-            Layout::Pointer { trees } => trees
-                .iter()
-                .fold(self.base_score, |acc, t| acc + t.predict(row)),
+            Layout::Pointer { trees } => trees.iter().fold(self.base_score, |acc, t| acc + t.predict(row)),
         }
     }
 
     /// Raw outputs for many rows (row-major, `n_features` per row) into `out`.
     pub fn predict_batch(&self, rows: &[f32], out: &mut [f32]) {
         let w = self.n_features.max(1);
-        assert_eq!(
-            rows.len(),
-            out.len() * w,
-            "batch holds {} values, expected {} rows x {w}",
-            rows.len(),
-            out.len()
-        );
+        assert_eq!(rows.len(), out.len() * w, "batch holds {} values, expected {} rows x {w}", rows.len(), out.len());
         for (row, o) in rows.chunks_exact(w).zip(out.iter_mut()) {
             *o = self.predict_row(row);
         }
@@ -169,16 +141,11 @@ fn step<const W: usize>(s: &[Split], at: usize, row: &[f32; ROW_BUF], i: usize) 
     2 * i + 1 + (row[n.feature as usize & (ROW_BUF - 1)] >= n.threshold) as usize
 }
 
-/// Sum of all padded trees of depth `D` (`W = 2^D`) for one extended row.
+/// Sum of all padded trees of `depth` (`W = 2^depth`) for one extended row.
 /// Leaves are added in tree order starting from the base score, as XGBoost
 /// does, so imported models give the same floats.
 #[inline(always)]
-fn padded<const D: usize, const W: usize>(
-    base: f32,
-    splits: &[Split],
-    leaves: &[f32],
-    row: &[f32; ROW_BUF],
-) -> f32 {
+fn padded<const W: usize>(depth: usize, base: f32, splits: &[Split], leaves: &[f32], row: &[f32; ROW_BUF]) -> f32 {
     let mut sum = base;
     let n_trees = leaves.len() / W;
     let mut t = 0;
@@ -186,7 +153,9 @@ fn padded<const D: usize, const W: usize>(
         let s = &splits[t * W..][..LANES * W];
         let l = &leaves[t * W..][..LANES * W];
         let mut idx = [0usize; LANES];
-        for _ in 0..D {
+        // depth stays a runtime loop: unrolling it too makes the code too big
+        // for the CPU's decoded-instruction cache
+        for _ in 0..depth {
             for (lane, i) in idx.iter_mut().enumerate() {
                 *i = step::<W>(s, lane * W, row, *i);
             }
@@ -199,7 +168,7 @@ fn padded<const D: usize, const W: usize>(
     for t in t..n_trees {
         let (s, l) = (&splits[t * W..][..W], &leaves[t * W..][..W]);
         let mut i = 0;
-        for _ in 0..D {
+        for _ in 0..depth {
             i = step::<W>(s, 0, row, i);
         }
         sum += l[(i - (W - 1)) & (W - 1)];
@@ -224,10 +193,7 @@ fn next_up(x: f32) -> f32 {
 fn pad(t: &Tree, depth: usize, n_features: usize) -> (Vec<Split>, Vec<f32>) {
     let width = 1usize << depth;
     let inner = width - 1;
-    let pass = Split {
-        feature: 0,
-        threshold: f32::INFINITY,
-    };
+    let pass = Split { feature: 0, threshold: f32::INFINITY };
     let mut splits = vec![pass; width];
     let mut leaves = vec![0f32; width];
     // (heap slot, source node)
@@ -244,19 +210,13 @@ fn pad(t: &Tree, depth: usize, n_features: usize) -> (Vec<Split>, Vec<f32>) {
             stack.push((second, node));
         } else if t.default_left[node] {
             // test x >= t: false (and NaN) -> first = left
-            splits[slot] = Split {
-                feature: t.feature[node],
-                threshold: t.threshold[node],
-            };
+            splits[slot] = Split { feature: t.feature[node], threshold: t.threshold[node] };
             stack.push((first, t.left[node] as usize));
             stack.push((second, t.right[node] as usize));
         } else {
             // test -x >= nextup(-t), i.e. x < t: false (and NaN) -> first = right
             let feature = t.feature[node] + n_features as u32;
-            splits[slot] = Split {
-                feature,
-                threshold: next_up(-t.threshold[node]),
-            };
+            splits[slot] = Split { feature, threshold: next_up(-t.threshold[node]) };
             stack.push((first, t.right[node] as usize));
             stack.push((second, t.left[node] as usize));
         }
@@ -296,22 +256,12 @@ mod tests {
             t.validate(2).unwrap();
         }
         let f = Forest::compile(&trees, 10.0, 2);
-        let rows = [
-            [0.0, 0.0],
-            [0.0, 9.0],
-            [2.0, 0.0],
-            [f32::NAN, 0.0],
-            [0.0, f32::NAN],
-            [1.0, 5.0],
-        ];
+        let rows = [[0.0, 0.0], [0.0, 9.0], [2.0, 0.0], [f32::NAN, 0.0], [0.0, f32::NAN], [1.0, 5.0]];
         for r in rows {
             let want = trees.iter().fold(10.0, |acc, t| acc + t.predict(&r));
             assert_eq!(f.predict_row(&r), want, "row {r:?}");
         }
         let two = Forest::compile(&trees[..3], 10.0, 2);
-        assert_eq!(
-            two.predict_row(&[f32::NAN, f32::NAN]),
-            10.0 + 3.0 + 0.5 + 3.0
-        );
+        assert_eq!(two.predict_row(&[f32::NAN, f32::NAN]), 10.0 + 3.0 + 0.5 + 3.0);
     }
 }

@@ -66,6 +66,7 @@ pub async fn run(args: DemoArgs, shutdown: impl std::future::Future<Output = ()>
     );
 
     let ingest = Ingest::start(config.clone()).await?;
+    ingest.subscribed(Duration::from_secs(10)).await?;
     let options = PublishOptions {
         host: config.mqtt.host.clone(),
         port: config.mqtt.port,

@@ -17,7 +17,7 @@ use gridcast_ingest::simulate::{PublishOptions, publish};
 use gridcast_ingest::sinks::{HttpOptions, SinkConfig};
 use serde_json::Value;
 
-use support::meter::{Expected, close, expected_minutes, simulated_readings};
+use support::meter::{Expected, check_influx_rows, close, expected_minutes, influx_rows, simulated_readings};
 use support::{INFLUX_DB, eventually, influxql_values, shared_servers, unique, victoria_export, victoria_flush};
 
 const SENSORS: u32 = 3;
@@ -57,6 +57,7 @@ async fn every_minute_mean_in_influxdb_and_victoriametrics_equals_the_published_
         },
     ];
     let ingest = gridcast_ingest::Ingest::start(config).await.expect("ingest starts");
+    ingest.subscribed(Duration::from_secs(10)).await.expect("ingest subscribed");
 
     let readings = simulated_readings(SENSORS, MINUTES);
     let expected = expected_minutes(&readings);
@@ -104,31 +105,6 @@ async fn every_minute_mean_in_influxdb_and_victoriametrics_equals_the_published_
     assert_eq!(stats.decode_errors_total(), 0);
     assert_eq!(stats.late_readings, 0);
     ingest.stop().await.unwrap();
-}
-
-/// `[time, sensor, readings, p_l1_mean, p_l2_mean, p_l3_mean, p_sum_mean]` rows.
-fn influx_rows(url: &str, measurement: &str) -> Vec<Vec<Value>> {
-    influxql_values(
-        url,
-        INFLUX_DB,
-        &format!(
-            r#"SELECT "sensor", "readings", "p_l1_mean", "p_l2_mean", "p_l3_mean", "p_sum_mean", "q_l1_mean" FROM "{measurement}" WHERE "source" = 'raw'"#
-        ),
-    )
-}
-
-fn check_influx_rows(rows: &[Vec<Value>], expected: &Expected) {
-    for row in rows {
-        let time = row[0].as_i64().unwrap();
-        let sensor = row[1].as_str().unwrap().to_string();
-        let want = expected.get(&(sensor.clone(), time)).unwrap_or_else(|| panic!("unexpected window {sensor} {time}"));
-        assert_eq!(row[2].as_i64().unwrap() as u64, want.readings, "{sensor} {time}: readings");
-        let got: Vec<f64> = row[3..8].iter().map(|v| v.as_f64().unwrap()).collect();
-        let want_values = [want.p_mean[0], want.p_mean[1], want.p_mean[2], want.p_sum_mean, want.q_mean[0]];
-        for (name, (g, w)) in ["p_l1", "p_l2", "p_l3", "p_sum", "q_l1"].iter().zip(got.iter().zip(want_values)) {
-            assert!(close(*g, w, TOLERANCE), "InfluxDB {sensor} minute {time} {name}_mean: got {g}, expected {w}");
-        }
-    }
 }
 
 fn check_victoria_series(series: &[Value], measurement: &str, expected: &Expected) {

@@ -89,6 +89,19 @@ impl Ingest {
         Ok(Ingest { stats, spool, shutdown, task })
     }
 
+    /// Wait until the broker has confirmed our subscriptions: from then on
+    /// it keeps every matching message for us, even while we are away.
+    pub async fn subscribed(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.stats.mqtt_subscriptions.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            if Instant::now() > deadline {
+                anyhow::bail!("the MQTT broker did not confirm our subscriptions within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
     /// Ask every task to stop, and wait until they have.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();

@@ -15,6 +15,8 @@ pub struct Stats {
     pub windows_closed: AtomicU64,
     pub batches_committed: AtomicU64,
     pub mqtt_reconnects: AtomicU64,
+    /// Subscriptions the broker confirmed (one per connect).
+    pub mqtt_subscriptions: AtomicU64,
     /// Windows open right now (a gauge, set after every commit).
     pub open_windows: AtomicU64,
     decode_errors: Mutex<BTreeMap<&'static str, u64>>,
@@ -39,6 +41,7 @@ pub struct Snapshot {
     pub windows_closed: u64,
     pub batches_committed: u64,
     pub mqtt_reconnects: u64,
+    pub mqtt_subscriptions: u64,
     pub open_windows: u64,
     pub decode_errors: BTreeMap<&'static str, u64>,
     pub sinks: BTreeMap<String, SinkCounters>,
@@ -85,6 +88,7 @@ impl Stats {
             windows_closed: get(&self.windows_closed),
             batches_committed: get(&self.batches_committed),
             mqtt_reconnects: get(&self.mqtt_reconnects),
+            mqtt_subscriptions: get(&self.mqtt_subscriptions),
             open_windows: get(&self.open_windows),
             decode_errors: self.decode_errors.lock().expect("stats lock").clone(),
             sinks: self.sinks.lock().expect("stats lock").clone(),

@@ -5,6 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use serde_json::Value;
+
+use super::{INFLUX_DB, influxql_values};
 use gridcast_ingest::simulate::{Generator, GeneratorConfig, Series, SimReading, Start, sensor_hex};
 
 /// The credited real-data sample shipped in the repository.
@@ -62,4 +65,29 @@ pub fn expected_minutes(readings: &[SimReading]) -> Expected {
 pub fn close(a: f64, b: f64, tol: f64) -> bool {
     let scale = a.abs().max(b.abs());
     (a - b).abs() <= tol * scale || (a - b).abs() <= 1e-9
+}
+
+/// `[time, sensor, readings, p_l1_mean, p_l2_mean, p_l3_mean, p_sum_mean]` rows.
+pub fn influx_rows(url: &str, measurement: &str) -> Vec<Vec<Value>> {
+    influxql_values(
+        url,
+        INFLUX_DB,
+        &format!(
+            r#"SELECT "sensor", "readings", "p_l1_mean", "p_l2_mean", "p_l3_mean", "p_sum_mean", "q_l1_mean" FROM "{measurement}" WHERE "source" = 'raw'"#
+        ),
+    )
+}
+
+pub fn check_influx_rows(rows: &[Vec<Value>], expected: &Expected) {
+    for row in rows {
+        let time = row[0].as_i64().unwrap();
+        let sensor = row[1].as_str().unwrap().to_string();
+        let want = expected.get(&(sensor.clone(), time)).unwrap_or_else(|| panic!("unexpected window {sensor} {time}"));
+        assert_eq!(row[2].as_i64().unwrap() as u64, want.readings, "{sensor} {time}: readings");
+        let got: Vec<f64> = row[3..8].iter().map(|v| v.as_f64().unwrap()).collect();
+        let want_values = [want.p_mean[0], want.p_mean[1], want.p_mean[2], want.p_sum_mean, want.q_mean[0]];
+        for (name, (g, w)) in ["p_l1", "p_l2", "p_l3", "p_sum", "q_l1"].iter().zip(got.iter().zip(want_values)) {
+            assert!(close(*g, w, 1e-9), "InfluxDB {sensor} minute {time} {name}_mean: got {g}, expected {w}");
+        }
+    }
 }

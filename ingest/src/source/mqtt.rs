@@ -82,6 +82,9 @@ impl MqttSource {
                         ack.return_codes.iter().filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)).count();
                     if refused > 0 {
                         tracing::error!(refused, "the broker refused {refused} of our subscriptions: check its ACLs");
+                    } else {
+                        Stats::add(&stats.mqtt_subscriptions, 1);
+                        tracing::info!(topics = ?self.topics, "subscribed");
                     }
                 }
                 Ok(_) => {}

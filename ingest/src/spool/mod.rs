@@ -33,6 +33,12 @@ const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
 const POINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("points");
 const FRONTIERS: TableDefinition<&str, i64> = TableDefinition::new("frontiers");
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
+/// Sequence counters. Kept apart from the tables they number, because a
+/// table emptied by its sinks must not restart at 0: a sink's cursor would
+/// then sit above the new records and skip them.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const NEXT_POINT: &str = "next_point";
+const NEXT_JOURNAL: &str = "next_journal";
 
 /// A spool failure: the disk or the database file is in trouble.
 #[derive(Debug, thiserror::Error)]
@@ -127,9 +133,11 @@ impl Spool {
             let points = txn.open_table(POINTS)?;
             txn.open_table(FRONTIERS)?;
             let mut cursors = txn.open_table(CURSORS)?;
-            let next_journal = journal.last()?.map_or(0, |(k, _)| k.value() + 1);
-            let first_point = points.first()?.map_or(0, |(k, _)| k.value());
-            let next_point = points.last()?.map_or(0, |(k, _)| k.value() + 1);
+            let meta = txn.open_table(META)?;
+            let stored = |key: &str| -> Result<u64, SpoolError> { Ok(meta.get(key)?.map_or(0, |v| v.value())) };
+            let next_journal = journal.last()?.map_or(0, |(k, _)| k.value() + 1).max(stored(NEXT_JOURNAL)?);
+            let next_point = points.last()?.map_or(0, |(k, _)| k.value() + 1).max(stored(NEXT_POINT)?);
+            let first_point = points.first()?.map_or(next_point, |(k, _)| k.value());
             let journal_bytes = sum_value_bytes(&journal)?;
             let point_bytes = sum_value_bytes(&points)?;
 
@@ -223,6 +231,13 @@ impl Spool {
             let mut frontiers = txn.open_table(FRONTIERS)?;
             for (key, closed_until) in step.frontiers {
                 frontiers.insert(key.as_str(), *closed_until)?;
+            }
+            let mut meta = txn.open_table(META)?;
+            if let Some((seq, _)) = step.journal {
+                meta.insert(NEXT_JOURNAL, seq + 1)?;
+            }
+            if let Some(next) = next_point {
+                meta.insert(NEXT_POINT, next)?;
             }
         }
         txn.commit()?;

@@ -84,3 +84,27 @@ fn full_when_points_reach_the_bound() {
     spool.advance_cursor("a", 1).unwrap();
     assert!(!spool.is_full());
 }
+
+#[test]
+fn sequence_numbers_continue_after_every_record_was_delivered_and_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let spool = open(dir.path(), &["a"]);
+        spool.commit(Commit { journal: Some((0, b"j")), points: Some(b"p0"), ..Default::default() }).unwrap();
+        spool
+            .commit(Commit {
+                journal: Some((1, b"j")),
+                points: Some(b"p1"),
+                forget_journal_below: Some(2),
+                ..Default::default()
+            })
+            .unwrap();
+        spool.advance_cursor("a", 1).unwrap();
+        spool.commit(Commit::default()).unwrap();
+        assert_eq!(spool.depth().unwrap().point_records, 0);
+    }
+    let spool = open(dir.path(), &["a"]);
+    assert_eq!(spool.next_journal_seq(), 2);
+    spool.commit(Commit { points: Some(b"p2"), ..Default::default() }).unwrap();
+    assert_eq!(spool.pending_points("a", 10).unwrap(), vec![(2, b"p2".to_vec())], "the new record is after the cursor");
+}

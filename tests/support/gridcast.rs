@@ -1,0 +1,85 @@
+//! `gridcast ingest` as a child process, for the tests that kill it: the
+//! binary cargo built for this test run, a config file written here, and
+//! its log beside it. Drop kills the process (ours only, by its handle).
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub struct IngestProcess {
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl IngestProcess {
+    /// Write `config_toml` under `dir` and start `gridcast ingest` on it.
+    pub fn start(dir: &Path, config_toml: &str) -> IngestProcess {
+        let config = dir.join("ingest.toml");
+        std::fs::write(&config, config_toml).expect("write ingest config");
+        let mut process = IngestProcess { config, log: dir.join("ingest.log"), child: None };
+        process.spawn();
+        process
+    }
+
+    fn spawn(&mut self) {
+        let log = OpenOptions::new().create(true).append(true).open(&self.log).expect("open ingest log");
+        let child = Command::new(env!("CARGO_BIN_EXE_gridcast"))
+            .arg("ingest")
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start gridcast ingest");
+        self.child = Some(child);
+    }
+
+    /// Wait until its log says the broker confirmed the subscriptions
+    /// `times` times in all (once per start), so nothing published after
+    /// this is missed.
+    pub fn wait_subscribed(&mut self, times: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while self.log().matches(" subscribed").count() < times {
+            self.assert_running();
+            assert!(std::time::Instant::now() < deadline, "ingest never subscribed:\n{}", self.log());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no flush, no goodbye, as a power cut.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start it again on the same config and spool.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Its log so far, for assertion messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Panics, with the log, if it exited on its own.
+    pub fn assert_running(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("gridcast ingest exited ({status}):\n{}", self.log());
+            }
+        }
+    }
+}
+
+impl Drop for IngestProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -18,7 +18,7 @@ use gridcast_ingest::sinks::{HttpOptions, SinkConfig};
 use serde_json::Value;
 
 use support::meter::{Expected, check_influx_rows, close, expected_minutes, influx_rows, simulated_readings};
-use support::{INFLUX_DB, eventually, influxql_values, shared_servers, unique, victoria_export, victoria_flush};
+use support::{INFLUX_DB, eventually, shared_servers, unique, victoria_export, victoria_flush};
 
 const SENSORS: u32 = 3;
 const MINUTES: usize = 10;

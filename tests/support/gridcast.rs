@@ -70,10 +70,8 @@ impl IngestProcess {
 
     /// Panics, with the log, if it exited on its own.
     pub fn assert_running(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("gridcast ingest exited ({status}):\n{}", self.log());
-            }
+        if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+            panic!("gridcast ingest exited ({status}):\n{}", self.log());
         }
     }
 }

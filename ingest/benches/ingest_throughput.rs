@@ -1,0 +1,332 @@
+//! Ingest throughput, measured, side by side with the prototype's decoder.
+//!
+//! `cargo bench -p gridcast-ingest --bench ingest_throughput` (or
+//! `bench/ingest/run`) prints one JSON document and writes it to
+//! `bench/results/ingest.json`:
+//!
+//! 1. in-process: decode + window of simulated raw 12 Hz payloads on one
+//!    thread (gridcast-core), and the prototype's Python decoder
+//!    (`struct.unpack`, bench/prototype/decode_bench.py) on the same bytes;
+//! 2. end to end: a publisher process sends the same readings at QoS 1
+//!    through a private Mosquitto (deploy/mosquitto settings) to an
+//!    in-process `gridcast ingest` (spool with fsync per batch, file sink);
+//!    readings/s from the first publish until every reading is committed,
+//!    with the CPU seconds ingest and Mosquitto used, and a loss check.
+//!
+//! Linux only (CPU time from /proc). Needs `mosquitto` and `python3`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use gridcast_core::payload::Decoder;
+use gridcast_core::window::{Push, Windows};
+use gridcast_ingest::simulate::{Generator, GeneratorConfig, PublishOptions, Series, Start, encode_batch, publish};
+use gridcast_ingest::{Ingest, IngestConfig};
+use serde_json::json;
+
+const SENSORS: u32 = 20;
+const MINUTES: usize = 30;
+
+fn main() -> anyhow::Result<()> {
+    // Re-executed as the publisher process (so its CPU is not ingest's).
+    if let Ok(port) = std::env::var("GRIDCAST_BENCH_PUBLISH_PORT") {
+        return run_publisher(port.parse()?);
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return Ok(()); // `cargo bench -- --list` asks harness-less benches for nothing
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let generator = generator(&root)?;
+    let readings: Vec<_> = generator.readings().collect();
+    let total = readings.len() as u64;
+    eprintln!("bench: {SENSORS} sensors x {MINUTES} minutes = {total} readings");
+
+    let dir = tempfile::tempdir()?;
+    let payloads = encode_batch(&readings);
+    let payload_file = dir.path().join("payloads.bin");
+    std::fs::write(&payload_file, &payloads)?;
+
+    let in_process = decode_window_in_process(&payloads);
+    eprintln!("bench: in-process decode+window: {:.0} readings/s", in_process["readings_per_sec"]);
+    let python = python_prototype(&root, &payload_file)?;
+    eprintln!("bench: python prototype decode+window: {}", python["readings_per_sec"]);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let mut end_to_end = Vec::new();
+    for per_message in [1usize, 12] {
+        let result = runtime.block_on(end_to_end_run(dir.path(), per_message, total))?;
+        eprintln!("bench: end to end, {per_message} reading(s)/message: {result}");
+        end_to_end.push(result);
+    }
+
+    let report = json!({
+        "benchmark": "ingest_throughput",
+        "command": "cargo bench -p gridcast-ingest --bench ingest_throughput",
+        "machine": machine(),
+        "readings": total,
+        "decode_window_in_process": in_process,
+        "python_prototype_decode_window": python,
+        "speedup_in_process_vs_python": in_process["readings_per_sec"].as_f64().unwrap_or(0.0)
+            / python["readings_per_sec"].as_f64().unwrap_or(f64::NAN),
+        "end_to_end_mqtt_qos1": end_to_end,
+    });
+    let text = serde_json::to_string_pretty(&report)?;
+    println!("{text}");
+    let out = root.join("bench/results/ingest.json");
+    std::fs::create_dir_all(out.parent().unwrap())?;
+    std::fs::write(&out, text + "\n")?;
+    eprintln!("bench: written to {}", out.display());
+    Ok(())
+}
+
+fn generator(root: &Path) -> anyhow::Result<Generator> {
+    let series = Series::load(&root.join("samples/uci_household_2007-01_14d.csv"))?;
+    Ok(Generator::new(
+        &series,
+        GeneratorConfig {
+            sensors: SENSORS,
+            minutes: Some(MINUTES),
+            start: Start::Csv,
+            seed: 1,
+            sensor_offset_minutes: 60,
+        },
+    )?)
+}
+
+/// Decode every 70-byte message and fold it into windows, one thread.
+fn decode_window_in_process(payloads: &[u8]) -> serde_json::Value {
+    let decoder = Decoder::new(Default::default());
+    let mut best = f64::MAX;
+    let mut closed = 0;
+    let mut readings = 0u64;
+    for _ in 0..5 {
+        let mut windows = Windows::new(Default::default());
+        let mut out = Vec::with_capacity(1);
+        let mut closed_windows = Vec::new();
+        let cpu0 = process_cpu_secs(std::process::id());
+        let started = Instant::now();
+        readings = 0;
+        for message in payloads.chunks(70) {
+            out.clear();
+            if decoder.decode(message, &mut out).is_ok() {
+                for r in &out {
+                    if windows.push(r, 0, 0) == Push::Accepted {
+                        readings += 1;
+                    }
+                }
+            }
+            windows.drain_closed(&mut closed_windows);
+        }
+        windows.close_all(&mut closed_windows);
+        let elapsed = started.elapsed().as_secs_f64();
+        let _cpu = process_cpu_secs(std::process::id()) - cpu0;
+        best = best.min(elapsed);
+        closed = closed_windows.len();
+    }
+    json!({
+        "impl": "gridcast-core (Rust)",
+        "readings": readings,
+        "windows": closed,
+        "seconds_best_of_5": best,
+        "readings_per_sec": readings as f64 / best,
+    })
+}
+
+fn python_prototype(root: &Path, payload_file: &Path) -> anyhow::Result<serde_json::Value> {
+    let output = Command::new("python3")
+        .arg(root.join("bench/prototype/decode_bench.py"))
+        .arg("--payloads")
+        .arg(payload_file)
+        .stderr(Stdio::inherit())
+        .output()?;
+    anyhow::ensure!(output.status.success(), "decode_bench.py failed");
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+/// Publisher process: the whole series at QoS 1, as fast as the broker takes it.
+fn run_publisher(port: u16) -> anyhow::Result<()> {
+    let per_message: usize = std::env::var("GRIDCAST_BENCH_PER_MESSAGE")?.parse()?;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let generator = generator(&root)?;
+    let options = PublishOptions {
+        port,
+        client_id: "bench-meter".into(),
+        topic_prefix: "bench/raw".into(),
+        speedup: 0.0,
+        readings_per_message: per_message,
+        ..PublishOptions::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let report = runtime.block_on(publish(&options, generator.readings(), |_| {}))?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+async fn end_to_end_run(dir: &Path, per_message: usize, total: u64) -> anyhow::Result<serde_json::Value> {
+    let run_dir = dir.join(format!("e2e-{per_message}"));
+    let mut mosquitto = Mosquitto::start(&run_dir)?;
+    let mut config = IngestConfig::default();
+    config.mqtt.port = mosquitto.port;
+    config.mqtt.client_id = "bench-ingest".into();
+    config.mqtt.topics = vec!["bench/#".into()];
+    config.spool.dir = run_dir.join("spool");
+    config.pipeline.idle_close_secs = 1;
+    config.pipeline.stats_interval_secs = 3600;
+    config.sinks = vec![gridcast_ingest::sinks::SinkConfig::File { dir: run_dir.join("lines") }];
+    let ingest = Ingest::start(config).await?;
+    ingest.subscribed(Duration::from_secs(10)).await?;
+
+    let ingest_cpu0 = process_cpu_secs(std::process::id());
+    let mosquitto_cpu0 = process_cpu_secs(mosquitto.pid());
+    let started = Instant::now();
+    let publisher = Command::new(std::env::current_exe()?)
+        .env("GRIDCAST_BENCH_PUBLISH_PORT", mosquitto.port.to_string())
+        .env("GRIDCAST_BENCH_PER_MESSAGE", per_message.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while ingest.stats.readings.load(Ordering::Relaxed) < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let ingest_cpu = process_cpu_secs(std::process::id()) - ingest_cpu0;
+    let mosquitto_cpu = process_cpu_secs(mosquitto.pid()) - mosquitto_cpu0;
+    let publisher_out = publisher.wait_with_output()?;
+    let publisher_report: serde_json::Value = serde_json::from_slice(&publisher_out.stdout).unwrap_or_default();
+
+    // Let the idle close write the last windows, then count what the sink got.
+    let window_deadline = Instant::now() + Duration::from_secs(30);
+    while ingest.stats.open_windows.load(Ordering::Relaxed) > 0 && Instant::now() < window_deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = ingest.stats.snapshot();
+    ingest.stop().await?;
+    mosquitto.stop();
+    let in_windows = readings_in_line_files(&run_dir.join("lines"))?;
+    let received = stats.readings;
+    Ok(json!({
+        "readings_per_message": per_message,
+        "readings_published": total,
+        "readings_committed": received,
+        "readings_in_written_windows": in_windows,
+        "lost": total as i64 - in_windows as i64,
+        "duplicates_skipped": stats.duplicate_readings,
+        "seconds": elapsed,
+        "readings_per_sec": received as f64 / elapsed,
+        "spool_commits": stats.batches_committed,
+        "ingest_cpu_seconds": ingest_cpu,
+        "ingest_cores_used": ingest_cpu / elapsed,
+        "readings_per_ingest_cpu_second": received as f64 / ingest_cpu.max(1e-9),
+        "mosquitto_cpu_seconds": mosquitto_cpu,
+        "publisher": publisher_report,
+    }))
+}
+
+/// Sum of the `readings=` field of every line-protocol line under `dir`.
+fn readings_in_line_files(dir: &Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let text = std::fs::read_to_string(entry?.path())?;
+        for line in text.lines() {
+            if let Some(rest) = line.split(" readings=").nth(1) {
+                total += rest.split('i').next().unwrap_or("0").parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// utime + stime of a process, in seconds, from /proc/PID/stat.
+fn process_cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // Fields after the command name (which may hold spaces) start at ")".
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
+    (ticks(11) + ticks(12)) / clock_ticks_per_sec()
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    // getconf CLK_TCK; 100 on every Linux we run on.
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn machine() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    json!({ "cpu": cpu, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) })
+}
+
+/// A private Mosquitto with the shipped settings that matter for throughput.
+struct Mosquitto {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Mosquitto {
+    fn start(dir: &Path) -> anyhow::Result<Mosquitto> {
+        std::fs::create_dir_all(dir)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let conf = dir.join("mosquitto.conf");
+        let mut f = std::fs::File::create(&conf)?;
+        writeln!(f, "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true")?;
+        writeln!(f, "max_inflight_messages 1000\nmax_queued_messages 0\nmax_queued_bytes 0\npersistence false")?;
+        if std::env::var("USER").as_deref() == Ok("root") || is_root() {
+            writeln!(f, "user root")?;
+        }
+        let bin = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .ok_or_else(|| anyhow::anyhow!("mosquitto not found: run scripts/install-deps"))?;
+        let child = Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(Mosquitto { child, port });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        anyhow::bail!("mosquitto did not listen on {port}")
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}

@@ -1,5 +1,6 @@
 //! The `gridcast ingest` subcommand.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use crate::config;
@@ -21,7 +22,8 @@ pub struct IngestArgs {
 pub async fn run(args: IngestArgs, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let config = config::load(args.config.as_deref())?;
     if args.print_config {
-        println!("{}", toml::to_string_pretty(&config)?);
+        // A closed pipe (`| head`) is not an error worth a panic.
+        let _ = writeln!(std::io::stdout(), "{}", toml::to_string_pretty(&config)?);
         return Ok(());
     }
     Ingest::start(config).await?.run_until(shutdown).await

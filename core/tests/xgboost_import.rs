@@ -13,16 +13,7 @@ fn rows() -> Vec<(Vec<f32>, f32)> {
         .map(|l| {
             let v: Vec<&str> = l.split(',').collect();
             let (x, y) = v.split_at(v.len() - 1);
-            let x = x
-                .iter()
-                .map(|s| {
-                    if s.is_empty() {
-                        f32::NAN
-                    } else {
-                        s.parse().unwrap()
-                    }
-                })
-                .collect();
+            let x = x.iter().map(|s| if s.is_empty() { f32::NAN } else { s.parse().unwrap() }).collect();
             (x, y[0].parse().unwrap())
         })
         .collect()
@@ -30,10 +21,7 @@ fn rows() -> Vec<(Vec<f32>, f32)> {
 
 fn check(model: &Model) {
     let rows = rows();
-    assert!(
-        rows.iter().any(|(x, _)| x.iter().any(|v| v.is_nan())),
-        "fixture must have missing values"
-    );
+    assert!(rows.iter().any(|(x, _)| x.iter().any(|v| v.is_nan())), "fixture must have missing values");
     for (i, (x, want)) in rows.iter().enumerate() {
         let got = model.predict_raw(x);
         let rel = ((got - want) / want.abs().max(1e-6)).abs();
@@ -43,8 +31,7 @@ fn check(model: &Model) {
 
 #[test]
 fn xgboost_3x_json_predicts_like_xgboost() {
-    let m =
-        xgboost::import_json(include_bytes!("data/xgb3_small.json"), TargetKind::Level).unwrap();
+    let m = xgboost::import_json(include_bytes!("data/xgb3_small.json"), TargetKind::Level).unwrap();
     assert_eq!(m.meta.base_score, 900.0);
     assert_eq!(m.meta.feature_names[0], "x0");
     assert_eq!(m.forest().n_trees(), 20);
@@ -53,16 +40,14 @@ fn xgboost_3x_json_predicts_like_xgboost() {
 
 #[test]
 fn xgboost_1x_json_predicts_like_xgboost() {
-    let m =
-        xgboost::import_json(include_bytes!("data/xgb1_small.json"), TargetKind::Level).unwrap();
+    let m = xgboost::import_json(include_bytes!("data/xgb1_small.json"), TargetKind::Level).unwrap();
     assert_eq!(m.meta.base_score, 900.0);
     check(&m);
 }
 
 #[test]
 fn imported_model_survives_native_round_trip() {
-    let m =
-        xgboost::import_json(include_bytes!("data/xgb3_small.json"), TargetKind::Level).unwrap();
+    let m = xgboost::import_json(include_bytes!("data/xgb3_small.json"), TargetKind::Level).unwrap();
     let back = Model::from_bytes(&m.to_bytes()).unwrap();
     check(&back);
 }

@@ -106,9 +106,7 @@ impl FeatureSpec {
     /// How many past intervals (current included) the state must remember.
     pub fn history_len(&self) -> usize {
         let w = self.windows.iter().copied().max().unwrap_or(1);
-        (self.total_lags.max(self.phase_lags) as usize + 1)
-            .max(w as usize)
-            .max(2)
+        (self.total_lags.max(self.phase_lags) as usize + 1).max(w as usize).max(2)
     }
 
     /// Check the spec can be computed; says which field is wrong.

@@ -25,19 +25,14 @@ pub struct Interval {
 impl Interval {
     /// Sum of the phases that are present; NaN if none is.
     pub fn total(&self) -> f32 {
-        self.p
-            .iter()
-            .filter(|v| !v.is_nan())
-            .fold(f32::NAN, |acc, &v| if acc.is_nan() { v } else { acc + v })
+        self.p.iter().filter(|v| !v.is_nan()).fold(f32::NAN, |acc, &v| if acc.is_nan() { v } else { acc + v })
     }
 }
 
 /// Why an interval was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FeatureError {
-    #[error(
-        "interval at {ts} is not after the previous one at {prev}: intervals must arrive in time order"
-    )]
+    #[error("interval at {ts} is not after the previous one at {prev}: intervals must arrive in time order")]
     OutOfOrder { ts: i64, prev: i64 },
     #[error("invalid feature spec: {0}")]
     Spec(String),
@@ -58,12 +53,7 @@ impl FeatureState {
     pub fn new(spec: FeatureSpec) -> Result<Self, FeatureError> {
         spec.validate().map_err(FeatureError::Spec)?;
         let cap = spec.history_len();
-        Ok(FeatureState {
-            spec,
-            hist: VecDeque::with_capacity(cap + 1),
-            cap,
-            last_slot: None,
-        })
+        Ok(FeatureState { spec, hist: VecDeque::with_capacity(cap + 1), cap, last_slot: None })
     }
 
     pub fn spec(&self) -> &FeatureSpec {
@@ -85,18 +75,11 @@ impl FeatureState {
     /// Like [`push`](Self::push) without allocating; `out.len()` must be
     /// `spec.len()`.
     pub fn push_into(&mut self, iv: &Interval, out: &mut [f32]) -> Result<(), FeatureError> {
-        assert_eq!(
-            out.len(),
-            self.spec.len(),
-            "feature row buffer has the wrong length"
-        );
+        assert_eq!(out.len(), self.spec.len(), "feature row buffer has the wrong length");
         let slot = self.slot(iv.ts);
         if let Some(prev) = self.last_slot {
             if slot <= prev {
-                return Err(FeatureError::OutOfOrder {
-                    ts: iv.ts,
-                    prev: prev * self.spec.interval_secs as i64,
-                });
+                return Err(FeatureError::OutOfOrder { ts: iv.ts, prev: prev * self.spec.interval_secs as i64 });
             }
             let missing = ((slot - prev - 1) as usize).min(self.cap);
             for _ in 0..missing {
@@ -119,11 +102,7 @@ impl FeatureState {
     /// Value `k` intervals ago (0 = current); NaN before the history starts.
     fn ago(&self, k: usize, col: usize) -> f32 {
         let n = self.hist.len();
-        if k < n {
-            self.hist[n - 1 - k][col]
-        } else {
-            f32::NAN
-        }
+        if k < n { self.hist[n - 1 - k][col] } else { f32::NAN }
     }
 
     fn write_row(&self, ts: i64, out: &mut [f32]) {

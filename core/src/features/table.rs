@@ -72,9 +72,7 @@ impl FeatureTable {
 
     /// Indices of rows whose target is known (what can be trained/scored on).
     pub fn labelled_rows(&self) -> Vec<usize> {
-        (0..self.rows())
-            .filter(|&i| !self.target[i].is_nan())
-            .collect()
+        (0..self.rows()).filter(|&i| !self.target[i].is_nan()).collect()
     }
 }
 
@@ -89,15 +87,8 @@ mod tests {
                 continue; // gaps
             }
             let x = i as f32;
-            let p2 = if i % 50 == 7 {
-                f32::NAN
-            } else {
-                100.0 + (x * 0.3).cos() * 40.0
-            };
-            s.push(Interval {
-                ts: 1_167_609_600 + i * 60,
-                p: [(x * 0.1).sin() * 500.0 + 600.0, p2, 1000.0 + x],
-            });
+            let p2 = if i % 50 == 7 { f32::NAN } else { 100.0 + (x * 0.3).cos() * 40.0 };
+            s.push(Interval { ts: 1_167_609_600 + i * 60, p: [(x * 0.1).sin() * 500.0 + 600.0, p2, 1000.0 + x] });
         }
         s
     }
@@ -112,27 +103,16 @@ mod tests {
             let row = state.push(iv).unwrap();
             let batch = table.row(i);
             for (a, b) in row.iter().zip(batch) {
-                assert!(
-                    a.to_bits() == b.to_bits(),
-                    "row {i}: streaming {a} vs batch {b}"
-                );
+                assert!(a.to_bits() == b.to_bits(), "row {i}: streaming {a} vs batch {b}");
             }
         }
     }
 
     #[test]
     fn names_match_row_width() {
-        let spec = FeatureSpec {
-            phase_lags: 3,
-            windows: vec![3, 10],
-            calendar: false,
-            ..Default::default()
-        };
+        let spec = FeatureSpec { phase_lags: 3, windows: vec![3, 10], calendar: false, ..Default::default() };
         assert_eq!(spec.names().len(), spec.len());
-        assert_eq!(
-            FeatureSpec::default().names().len(),
-            FeatureSpec::default().len()
-        );
+        assert_eq!(FeatureSpec::default().names().len(), FeatureSpec::default().len());
     }
 
     #[test]
@@ -141,10 +121,7 @@ mod tests {
         let s = series();
         let table = FeatureTable::build(&spec, &s).unwrap();
         let lag1 = table.names.iter().position(|n| n == "total_lag1").unwrap();
-        let after_gap = s
-            .iter()
-            .position(|iv| iv.ts == 1_167_609_600 + 104 * 60)
-            .unwrap();
+        let after_gap = s.iter().position(|iv| iv.ts == 1_167_609_600 + 104 * 60).unwrap();
         assert!(table.row(after_gap)[lag1].is_nan());
         // the row before the gap has no target: its next interval is missing
         assert!(table.target[after_gap - 1].is_nan());
@@ -153,10 +130,7 @@ mod tests {
 
     #[test]
     fn single_phase_meter_total_is_l1() {
-        let iv = Interval {
-            ts: 0,
-            p: [230.0, f32::NAN, f32::NAN],
-        };
+        let iv = Interval { ts: 0, p: [230.0, f32::NAN, f32::NAN] };
         assert_eq!(iv.total(), 230.0);
         let mut st = FeatureState::new(FeatureSpec::default()).unwrap();
         let row = st.push(&iv).unwrap();
@@ -166,18 +140,8 @@ mod tests {
     #[test]
     fn out_of_order_interval_is_refused() {
         let mut st = FeatureState::new(FeatureSpec::default()).unwrap();
-        st.push(&Interval {
-            ts: 120,
-            p: [1.0; 3],
-        })
-        .unwrap();
-        assert!(matches!(
-            st.push(&Interval {
-                ts: 60,
-                p: [1.0; 3]
-            }),
-            Err(FeatureError::OutOfOrder { .. })
-        ));
+        st.push(&Interval { ts: 120, p: [1.0; 3] }).unwrap();
+        assert!(matches!(st.push(&Interval { ts: 60, p: [1.0; 3] }), Err(FeatureError::OutOfOrder { .. })));
     }
 
     #[test]

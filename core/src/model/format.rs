@@ -35,11 +35,8 @@ struct Payload {
 impl Model {
     /// Serialize to the native format.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let payload = serde_json::to_vec(&Payload {
-            meta: self.meta.clone(),
-            trees: self.trees().to_vec(),
-        })
-        .expect("model payload serializes");
+        let payload = serde_json::to_vec(&Payload { meta: self.meta.clone(), trees: self.trees().to_vec() })
+            .expect("model payload serializes");
         let header = Header {
             format: FORMAT_NAME.into(),
             format_version: FORMAT_VERSION,
@@ -54,24 +51,15 @@ impl Model {
 
     /// Parse and check a native model file.
     pub fn from_bytes(bytes: &[u8]) -> Result<Model, ModelError> {
-        let nl = bytes
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or_else(|| ModelError::NotAModel("no header line".into()))?;
-        let header: Header = serde_json::from_slice(&bytes[..nl]).map_err(|e| {
-            ModelError::NotAModel(format!("header is not a gridcast model header ({e})"))
-        })?;
+        let nl =
+            bytes.iter().position(|&b| b == b'\n').ok_or_else(|| ModelError::NotAModel("no header line".into()))?;
+        let header: Header = serde_json::from_slice(&bytes[..nl])
+            .map_err(|e| ModelError::NotAModel(format!("header is not a gridcast model header ({e})")))?;
         if header.format != FORMAT_NAME {
-            return Err(ModelError::NotAModel(format!(
-                "format is {:?}, expected {FORMAT_NAME:?}",
-                header.format
-            )));
+            return Err(ModelError::NotAModel(format!("format is {:?}, expected {FORMAT_NAME:?}", header.format)));
         }
         if header.format_version != FORMAT_VERSION {
-            return Err(ModelError::UnsupportedVersion {
-                found: header.format_version,
-                supported: FORMAT_VERSION,
-            });
+            return Err(ModelError::UnsupportedVersion { found: header.format_version, supported: FORMAT_VERSION });
         }
         let payload = &bytes[nl + 1..];
         if payload.len() as u64 != header.payload_len {
@@ -83,10 +71,7 @@ impl Model {
         }
         let actual = hex::encode(Sha256::digest(payload));
         if actual != header.payload_sha256 {
-            return Err(ModelError::ChecksumMismatch {
-                expected: header.payload_sha256,
-                actual,
-            });
+            return Err(ModelError::ChecksumMismatch { expected: header.payload_sha256, actual });
         }
         let p: Payload = serde_json::from_slice(payload)?;
         Model::new(p.meta, p.trees)

@@ -7,9 +7,12 @@
 //!   training range, metrics), saved with [`Model::to_bytes`] and checked by
 //!   sha256 on [`Model::from_bytes`].
 //! - [`xgboost`]: `booster.save_model("m.json")` files, 1.x and 2.x/3.x layouts.
+//! - `onnx` (feature `onnx`): export as ONNX `TreeEnsembleRegressor`.
 
 mod forest;
 mod format;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 mod tree;
 pub mod xgboost;
 
@@ -98,15 +101,10 @@ impl Model {
             return Err(ModelError::Invalid("base_score is not finite".into()));
         }
         for (i, t) in trees.iter().enumerate() {
-            t.validate(nf)
-                .map_err(|e| ModelError::Invalid(format!("tree {i}: {e}")))?;
+            t.validate(nf).map_err(|e| ModelError::Invalid(format!("tree {i}: {e}")))?;
         }
         let forest = Forest::compile(&trees, meta.base_score, nf);
-        Ok(Model {
-            meta,
-            trees,
-            forest,
-        })
+        Ok(Model { meta, trees, forest })
     }
 
     pub fn trees(&self) -> &[Tree] {
@@ -130,12 +128,7 @@ impl Model {
         match self.meta.target {
             TargetKind::Level => raw,
             TargetKind::Change => {
-                let i = self
-                    .meta
-                    .feature_names
-                    .iter()
-                    .position(|n| n == "total")
-                    .unwrap_or(0);
+                let i = self.meta.feature_names.iter().position(|n| n == "total").unwrap_or(0);
                 raw + row[i]
             }
         }

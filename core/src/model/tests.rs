@@ -58,28 +58,15 @@ fn truncated_file_is_rejected() {
 
 #[test]
 fn newer_format_version_is_rejected() {
-    let b = String::from_utf8(model().to_bytes()).unwrap().replacen(
-        "\"format_version\":1",
-        "\"format_version\":9",
-        1,
-    );
+    let b = String::from_utf8(model().to_bytes()).unwrap().replacen("\"format_version\":1", "\"format_version\":9", 1);
     let e = Model::from_bytes(b.as_bytes()).unwrap_err();
-    assert!(
-        matches!(e, ModelError::UnsupportedVersion { found: 9, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, ModelError::UnsupportedVersion { found: 9, .. }), "{e}");
 }
 
 #[test]
 fn other_file_is_not_a_model() {
-    assert!(matches!(
-        Model::from_bytes(b"timestamp,p_l1\n1,2\n"),
-        Err(ModelError::NotAModel(_))
-    ));
-    assert!(matches!(
-        Model::from_bytes(b"{\"learner\":{}}"),
-        Err(ModelError::NotAModel(_))
-    ));
+    assert!(matches!(Model::from_bytes(b"timestamp,p_l1\n1,2\n"), Err(ModelError::NotAModel(_))));
+    assert!(matches!(Model::from_bytes(b"{\"learner\":{}}"), Err(ModelError::NotAModel(_))));
 }
 
 #[test]
@@ -87,10 +74,7 @@ fn feature_names_not_matching_spec_are_rejected() {
     let m = model();
     let mut meta = m.meta.clone();
     meta.feature_names.swap(0, 1);
-    assert!(matches!(
-        Model::new(meta, m.trees().to_vec()),
-        Err(ModelError::Invalid(_))
-    ));
+    assert!(matches!(Model::new(meta, m.trees().to_vec()), Err(ModelError::Invalid(_))));
 }
 
 #[test]

@@ -62,9 +62,7 @@ impl Tree {
             ("value", self.value.len()),
         ] {
             if len != n {
-                return Err(format!(
-                    "tree arrays differ in length: feature has {n}, {name} has {len}"
-                ));
+                return Err(format!("tree arrays differ in length: feature has {n}, {name} has {len}"));
             }
         }
         let mut seen = vec![false; n];
@@ -78,10 +76,7 @@ impl Tree {
                 continue;
             }
             if self.feature[i] as usize >= n_features {
-                return Err(format!(
-                    "node {i} splits on feature {} but the model has {n_features}",
-                    self.feature[i]
-                ));
+                return Err(format!("node {i} splits on feature {} but the model has {n_features}", self.feature[i]));
             }
             if self.threshold[i].is_nan() {
                 return Err(format!("node {i} has a NaN threshold"));
@@ -118,11 +113,7 @@ impl Tree {
         let mut i = 0usize;
         while !self.is_leaf(i) {
             let x = row[self.feature[i] as usize];
-            let go_left = if x.is_nan() {
-                self.default_left[i]
-            } else {
-                x < self.threshold[i]
-            };
+            let go_left = if x.is_nan() { self.default_left[i] } else { x < self.threshold[i] };
             i = if go_left { self.left[i] } else { self.right[i] } as usize;
         }
         self.value[i]

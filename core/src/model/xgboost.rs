@@ -14,12 +14,7 @@ use serde_json::Value;
 use super::{LEAF, Model, ModelError, ModelMetadata, Tree};
 use crate::features::TargetKind;
 
-const IDENTITY_OBJECTIVES: [&str; 4] = [
-    "reg:squarederror",
-    "reg:absoluteerror",
-    "reg:pseudohubererror",
-    "reg:linear",
-];
+const IDENTITY_OBJECTIVES: [&str; 4] = ["reg:squarederror", "reg:absoluteerror", "reg:pseudohubererror", "reg:linear"];
 
 fn err(msg: impl Into<String>) -> ModelError {
     ModelError::Xgboost(msg.into())
@@ -29,21 +24,13 @@ fn err(msg: impl Into<String>) -> ModelError {
 /// gridcast (XGBoost does not record it; `Level` for a plain regressor).
 pub fn import_json(bytes: &[u8], target: TargetKind) -> Result<Model, ModelError> {
     let doc: Value = serde_json::from_slice(bytes)?;
-    let learner = doc
-        .get("learner")
-        .ok_or_else(|| err("no `learner` object (is this a save_model JSON file?)"))?;
-    let objective = learner
-        .pointer("/objective/name")
-        .and_then(Value::as_str)
-        .ok_or_else(|| err("no objective name"))?;
+    let learner = doc.get("learner").ok_or_else(|| err("no `learner` object (is this a save_model JSON file?)"))?;
+    let objective =
+        learner.pointer("/objective/name").and_then(Value::as_str).ok_or_else(|| err("no objective name"))?;
     if !IDENTITY_OBJECTIVES.contains(&objective) {
-        return Err(err(format!(
-            "objective {objective:?}: only identity-link regression ({IDENTITY_OBJECTIVES:?})"
-        )));
+        return Err(err(format!("objective {objective:?}: only identity-link regression ({IDENTITY_OBJECTIVES:?})")));
     }
-    let lmp = learner
-        .get("learner_model_param")
-        .ok_or_else(|| err("no learner_model_param"))?;
+    let lmp = learner.get("learner_model_param").ok_or_else(|| err("no learner_model_param"))?;
     for key in ["num_class", "num_target"] {
         let n = lmp.get(key).and_then(Value::as_str).unwrap_or("0");
         if n.parse::<u32>().unwrap_or(0) > 1 {
@@ -56,14 +43,10 @@ pub fn import_json(bytes: &[u8], target: TargetKind) -> Result<Model, ModelError
         .and_then(Value::as_str)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| err("learner_model_param.num_feature missing"))?;
-    let booster = learner
-        .get("gradient_booster")
-        .ok_or_else(|| err("no gradient_booster"))?;
+    let booster = learner.get("gradient_booster").ok_or_else(|| err("no gradient_booster"))?;
     let name = booster.get("name").and_then(Value::as_str).unwrap_or("");
     if name != "gbtree" {
-        return Err(err(format!(
-            "booster {name:?}: only gbtree (not dart or gblinear)"
-        )));
+        return Err(err(format!("booster {name:?}: only gbtree (not dart or gblinear)")));
     }
     let trees_json = booster
         .pointer("/model/trees")
@@ -78,11 +61,7 @@ pub fn import_json(bytes: &[u8], target: TargetKind) -> Result<Model, ModelError
     let mut feature_names: Vec<String> = learner
         .get("feature_names")
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
         .unwrap_or_default();
     if feature_names.len() != n_features {
         feature_names = (0..n_features).map(|i| format!("f{i}")).collect();
@@ -90,12 +69,7 @@ pub fn import_json(bytes: &[u8], target: TargetKind) -> Result<Model, ModelError
     let version = doc
         .get("version")
         .and_then(Value::as_array)
-        .map(|v| {
-            v.iter()
-                .map(|x| x.to_string())
-                .collect::<Vec<_>>()
-                .join(".")
-        })
+        .map(|v| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("."))
         .unwrap_or_else(|| "?".into());
     let meta = ModelMetadata {
         feature_spec: None,
@@ -118,33 +92,20 @@ fn parse_base_score(v: Option<&Value>) -> Result<f32, ModelError> {
     if let Some(x) = v.as_f64() {
         return Ok(x as f32);
     }
-    let s = v
-        .as_str()
-        .ok_or_else(|| err("base_score is neither a string nor a number"))?;
+    let s = v.as_str().ok_or_else(|| err("base_score is neither a string nor a number"))?;
     let inner = s.trim().trim_start_matches('[').trim_end_matches(']');
-    let parts: Vec<&str> = inner
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .collect();
+    let parts: Vec<&str> = inner.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
     if parts.len() != 1 {
         return Err(err(format!("base_score {s:?}: expected one value")));
     }
-    parts[0]
-        .parse::<f32>()
-        .map_err(|_| err(format!("base_score {s:?} is not a number")))
+    parts[0].parse::<f32>().map_err(|_| err(format!("base_score {s:?} is not a number")))
 }
 
 fn num_array(t: &Value, key: &str) -> Result<Vec<f64>, String> {
-    let a = t
-        .get(key)
-        .and_then(Value::as_array)
-        .ok_or_else(|| format!("no `{key}` array"))?;
+    let a = t.get(key).and_then(Value::as_array).ok_or_else(|| format!("no `{key}` array"))?;
     a.iter()
         .map(|v| match v {
-            Value::Number(n) => n
-                .as_f64()
-                .ok_or_else(|| format!("`{key}` has a bad number")),
+            Value::Number(n) => n.as_f64().ok_or_else(|| format!("`{key}` has a bad number")),
             Value::Bool(b) => Ok(*b as u8 as f64),
             _ => Err(format!("`{key}` has a non-number")),
         })
@@ -158,10 +119,7 @@ fn parse_tree(t: &Value) -> Result<Tree, String> {
     let idx = num_array(t, "split_indices")?;
     let dl = num_array(t, "default_left")?;
     let n = left.len();
-    if [right.len(), cond.len(), idx.len(), dl.len()]
-        .iter()
-        .any(|&l| l != n)
-    {
+    if [right.len(), cond.len(), idx.len(), dl.len()].iter().any(|&l| l != n) {
         return Err("node arrays differ in length".into());
     }
     if let Ok(st) = num_array(t, "split_type")

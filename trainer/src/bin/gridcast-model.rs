@@ -28,6 +28,19 @@ enum Cmd {
     Latency(LatencyArgs),
     /// Time training on a raw f32 matrix file (JSON out).
     TrainTime(TrainTimeArgs),
+    /// Write a model as ONNX TreeEnsembleRegressor (raw output: the change for change models).
+    #[cfg(feature = "onnx")]
+    ExportOnnx(ExportOnnxArgs),
+}
+
+#[cfg(feature = "onnx")]
+#[derive(Args)]
+struct ExportOnnxArgs {
+    /// A gridcast model file or an XGBoost JSON model.
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -72,6 +85,13 @@ fn main() -> anyhow::Result<()> {
         Cmd::Features(a) => cli::run_features(a),
         Cmd::Latency(a) => latency(a),
         Cmd::TrainTime(a) => train_time(a),
+        #[cfg(feature = "onnx")]
+        Cmd::ExportOnnx(a) => {
+            let m = cli::load_model(&a.model)?;
+            std::fs::write(&a.out, gridcast_core::model::onnx::to_onnx(&m))?;
+            eprintln!("wrote {} ({} trees)", a.out.display(), m.forest().n_trees());
+            Ok(())
+        }
     }
 }
 

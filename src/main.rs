@@ -22,6 +22,12 @@ enum Command {
     Simulate(gridcast_ingest::simulate::SimulateArgs),
     /// Run the whole path on embedded defaults: broker, simulator, ingest, files under ./data.
     Demo(demo::DemoArgs),
+    /// Train a model on a meter CSV (timestamp,p_l1[,p_l2,p_l3] in W) and write it.
+    Train(gridcast_trainer::cli::TrainArgs),
+    /// Train on the first part of a CSV, predict the rest one step ahead, compare with persistence.
+    Backtest(gridcast_trainer::cli::BacktestArgs),
+    /// One prediction per row of a features CSV, columns picked by the model's feature names.
+    PredictBatch(gridcast_trainer::cli::PredictBatchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +48,10 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Demo(args) => demo::run(args, shutdown_signal()).await,
+            // One-shot, CPU-bound commands: blocking inside the runtime is fine.
+            Command::Train(args) => gridcast_trainer::cli::run_train(args),
+            Command::Backtest(args) => gridcast_trainer::cli::run_backtest(args),
+            Command::PredictBatch(args) => gridcast_trainer::cli::run_predict_batch(args),
         }
     })
 }

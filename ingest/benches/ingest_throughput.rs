@@ -54,7 +54,8 @@ fn main() -> anyhow::Result<()> {
     let python = python_prototype(&root, &payload_file)?;
     eprintln!("bench: python prototype decode+window: {}", python["readings_per_sec"]);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    // One async worker, as `gridcast ingest` runs by default (--worker-threads).
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let mut end_to_end = Vec::new();
     for per_message in [1usize, 12] {
         let result = runtime.block_on(end_to_end_run(dir.path(), per_message, total))?;

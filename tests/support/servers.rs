@@ -48,21 +48,9 @@ impl Mosquitto {
         Mosquitto { process }
     }
 
-    pub fn port(&self) -> u16 {
-        self.process.port()
-    }
-
     /// `127.0.0.1:PORT`.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port())
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.process.pid()
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
     }
 
     /// SIGTERM and wait: Mosquitto saves its persistence file on the way out.
@@ -175,21 +163,9 @@ impl Influxd {
         server
     }
 
-    pub fn port(&self) -> u16 {
-        self.process.port()
-    }
-
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port())
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.process.pid()
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
     }
 
     /// SIGTERM and wait (influxd closes its shards; the WAL keeps all writes).
@@ -284,21 +260,9 @@ impl Victoria {
         Victoria { process }
     }
 
-    pub fn port(&self) -> u16 {
-        self.process.port()
-    }
-
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port())
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.process.pid()
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
     }
 
     /// SIGTERM and wait: VictoriaMetrics flushes what it buffered.
@@ -327,3 +291,22 @@ const VICTORIA_FLAGS: [&str; 4] =
 fn victoria_answers(port: u16) -> bool {
     http::request("GET", &format!("http://127.0.0.1:{port}/health"), &[], b"").is_ok_and(|r| r.status == 200)
 }
+
+/// The server types are a [`ServerProcess`] (port, pid, stop, kill,
+/// restart) plus what is particular to each server.
+macro_rules! deref_to_process {
+    ($($server:ty),*) => {$(
+        impl std::ops::Deref for $server {
+            type Target = ServerProcess;
+            fn deref(&self) -> &ServerProcess {
+                &self.process
+            }
+        }
+        impl std::ops::DerefMut for $server {
+            fn deref_mut(&mut self) -> &mut ServerProcess {
+                &mut self.process
+            }
+        }
+    )*};
+}
+deref_to_process!(Mosquitto, Influxd, Victoria);

@@ -25,6 +25,8 @@ enum Command {
     Ingest(gridcast_ingest::cli::IngestArgs),
     /// Replay a CSV of real minute data as a meter publishing at 12 Hz.
     Simulate(gridcast_ingest::simulate::SimulateArgs),
+    /// Predict every interval from MQTT readings; ship mispredictions to blob storage.
+    Predict(gridcast_predictor::cli::PredictArgs),
     /// Run the whole path on embedded defaults: broker, simulator, ingest, files under ./data.
     Demo(demo::DemoArgs),
     /// Train a model on a meter CSV (timestamp,p_l1[,p_l2,p_l3] in W) and write it.
@@ -53,6 +55,7 @@ fn main() -> anyhow::Result<()> {
                 println!("{report}");
                 Ok(())
             }
+            Command::Predict(args) => gridcast_predictor::cli::run(args, shutdown_signal()).await,
             Command::Demo(args) => demo::run(args, shutdown_signal()).await,
             // One-shot, CPU-bound commands: blocking inside the runtime is fine.
             Command::Train(args) => gridcast_trainer::cli::run_train(args),

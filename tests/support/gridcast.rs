@@ -81,3 +81,81 @@ impl Drop for IngestProcess {
         self.kill();
     }
 }
+
+/// `gridcast predict` as a child process: like [`IngestProcess`], with the
+/// environment it needs (object-store credentials) and its log.
+pub struct PredictProcess {
+    config: PathBuf,
+    log: PathBuf,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl PredictProcess {
+    /// Write `config_toml` under `dir` and start `gridcast predict` on it.
+    pub fn start(dir: &Path, config_toml: &str, env: &[(&str, &str)]) -> PredictProcess {
+        let config = dir.join("predict.toml");
+        std::fs::write(&config, config_toml).expect("write predict config");
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut process = PredictProcess { config, log: dir.join("predict.log"), env, child: None };
+        process.spawn();
+        process
+    }
+
+    fn spawn(&mut self) {
+        let log = OpenOptions::new().create(true).append(true).open(&self.log).expect("open predict log");
+        let child = Command::new(env!("CARGO_BIN_EXE_gridcast"))
+            .arg("predict")
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start gridcast predict");
+        self.child = Some(child);
+    }
+
+    /// Wait until the broker confirmed the subscriptions `times` times in all.
+    pub fn wait_subscribed(&mut self, times: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.log().matches(" subscribed").count() < times {
+            self.assert_running();
+            assert!(std::time::Instant::now() < deadline, "predict never subscribed:\n{}", self.log());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start it again on the same config and spools.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn assert_running(&mut self) {
+        if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+            panic!("gridcast predict exited ({status}):\n{}", self.log());
+        }
+    }
+}
+
+impl Drop for PredictProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

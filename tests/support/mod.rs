@@ -19,6 +19,7 @@
 // Each test file compiles this module on its own and uses only part of it.
 #![allow(dead_code, unused_imports)]
 
+pub mod blob;
 pub mod gridcast;
 pub mod http;
 pub mod meter;

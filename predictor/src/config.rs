@@ -1,0 +1,255 @@
+//! `gridcast predict` configuration: one struct per component, every field
+//! documented and defaulted, unknown keys rejected.
+//!
+//! Loaded like ingest's: defaults, then a TOML file (`--config`), then
+//! `GRIDCAST_<SECTION>__<KEY>` environment variables (e.g.
+//! `GRIDCAST_UPLOAD__URL=s3://bucket`). The MQTT section and the sinks are
+//! ingest's own types: the same broker settings and InfluxDB writers.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use gridcast_core::payload::DecoderConfig;
+use gridcast_ingest::config::MqttConfig;
+use gridcast_ingest::sinks::SinkConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::judge::Rule;
+use crate::triplet::Compression;
+
+/// Everything `gridcast predict` needs. A file with only the keys that
+/// differ from the defaults is a complete config.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PredictConfig {
+    /// Where readings come from. Its own client id (default
+    /// `gridcast-predict`), so the broker keeps a queue apart from ingest's.
+    pub mqtt: MqttConfig,
+    /// How payloads are decoded (as for ingest).
+    pub decode: DecoderConfig,
+    /// The prediction interval and the model.
+    pub predict: PredictSection,
+    /// When a prediction counts as a misprediction; absent means
+    /// [`Rule::default`] (adaptive, k = 3 over the last 120 errors, 30 warm-up).
+    /// Optional so a file's `[judge]` replaces the default rule instead of
+    /// being merged into it (the rules have different keys).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge: Option<Rule>,
+    /// The local disk spools (windows journal, prediction lines, triplets).
+    pub spool: SpoolConfig,
+    /// Where triplets go: blob storage.
+    pub upload: UploadConfig,
+    /// Where predictions, actuals and errors are written (InfluxDB). Empty
+    /// means line-protocol files under `./data/predictions`.
+    pub sinks: Vec<SinkConfig>,
+    /// `/metrics` and `/health`.
+    pub http: HttpConfig,
+}
+
+impl Default for PredictConfig {
+    fn default() -> Self {
+        PredictConfig {
+            mqtt: MqttConfig { client_id: "gridcast-predict".into(), ..MqttConfig::default() },
+            decode: DecoderConfig::default(),
+            predict: PredictSection::default(),
+            judge: None,
+            spool: SpoolConfig::default(),
+            upload: UploadConfig::default(),
+            sinks: Vec::new(),
+            http: HttpConfig::default(),
+        }
+    }
+}
+
+/// The prediction loop.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PredictSection {
+    /// Interval length in seconds (10 or 60); must match the model's feature spec.
+    pub interval_secs: u32,
+    /// How far behind the newest reading a reading may arrive and still count.
+    pub lateness_secs: u32,
+    /// Which readings are averaged: `raw` (12 Hz), `ten_second` or `one_minute`.
+    pub source: String,
+    /// The model: a file path, or an object-store URL (`s3://bucket/models/m.gcm`).
+    pub model: String,
+    /// Seconds between checks of the model source for a new model.
+    pub model_poll_secs: u64,
+    /// InfluxDB measurement of predictions, actuals and errors.
+    pub measurement: String,
+    /// Close a sensor's open interval when it has sent nothing for this long.
+    pub idle_close_secs: u64,
+    /// Most MQTT messages processed (and acknowledged) together.
+    pub batch_max_messages: usize,
+    /// Seconds between the summary log lines.
+    pub stats_interval_secs: u64,
+}
+
+impl Default for PredictSection {
+    fn default() -> Self {
+        PredictSection {
+            interval_secs: 60,
+            lateness_secs: 5,
+            source: "raw".into(),
+            model: "models/default.gcm".into(),
+            model_poll_secs: 5,
+            measurement: "gridcast_prediction".into(),
+            idle_close_secs: 300,
+            batch_max_messages: 4096,
+            stats_interval_secs: 10,
+        }
+    }
+}
+
+/// The local spools.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// Folder of the spools (`stream/`: readings journal and prediction
+    /// lines; `triplets/`: mispredictions and per-sensor state).
+    pub dir: PathBuf,
+    /// Most bytes of prediction lines waiting for the sinks.
+    pub max_bytes: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig { dir: PathBuf::from("./data/predict-spool"), max_bytes: 256 << 20 }
+    }
+}
+
+/// Blob storage for triplets.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadConfig {
+    /// `s3://bucket`, `az://container`, `gs://bucket` or `file://path`.
+    /// Credentials and endpoints come from the environment (AWS_*, AZURE_*,
+    /// GOOGLE_*), as object_store's `from_env` builders read them.
+    pub url: String,
+    /// Key prefix inside the bucket.
+    pub prefix: String,
+    /// This device's name in the keys (`device=<name>`).
+    pub device: String,
+    /// Most triplets per object.
+    pub batch_max: usize,
+    /// Seconds between uploads when fewer than `batch_max` are waiting.
+    pub batch_interval_secs: u64,
+    /// `gzip` or `zstd`.
+    pub compression: Compression,
+    /// First retry delay after a failed upload, ms (doubles up to `retry_max_ms`).
+    pub retry_min_ms: u64,
+    /// Largest retry delay, ms.
+    pub retry_max_ms: u64,
+    /// Store options on top of the environment, by object_store's config
+    /// key names, e.g. `aws_endpoint = "http://127.0.0.1:9000"`,
+    /// `aws_allow_http = "true"`, `azure_storage_use_emulator = "true"`.
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        UploadConfig {
+            url: "file://./data/triplets".into(),
+            prefix: "triplets".into(),
+            device: "edge".into(),
+            batch_max: 500,
+            batch_interval_secs: 30,
+            compression: Compression::Gzip,
+            retry_min_ms: 500,
+            retry_max_ms: 30_000,
+            options: Default::default(),
+        }
+    }
+}
+
+/// The HTTP endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of `/metrics` and `/health`; empty disables the server.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: "127.0.0.1:9464".into() }
+    }
+}
+
+/// Load a config: defaults, then the file (if any), then the environment.
+pub fn load(path: Option<&Path>) -> anyhow::Result<PredictConfig> {
+    let mut figment = Figment::from(Serialized::defaults(PredictConfig::default()));
+    if let Some(path) = path {
+        if !path.exists() {
+            anyhow::bail!("config file {} does not exist", path.display());
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    figment = figment.merge(Env::prefixed("GRIDCAST_").filter(|k| k.as_str().contains("__")).split("__"));
+    let config: PredictConfig = figment.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    config.validate()?;
+    Ok(config)
+}
+
+impl PredictConfig {
+    /// The misprediction rule in force.
+    pub fn rule(&self) -> Rule {
+        self.judge.clone().unwrap_or_default()
+    }
+
+    /// Checks serde cannot express.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.decode.validate().map_err(|e| anyhow::anyhow!("invalid [decode] section: {e}"))?;
+        self.rule().validate().map_err(|e| anyhow::anyhow!("invalid [judge] section: {e}"))?;
+        if self.mqtt.topics.is_empty() {
+            anyhow::bail!("invalid [mqtt] section: topics is empty, so nothing would be read");
+        }
+        if self.predict.interval_secs == 0 {
+            anyhow::bail!("invalid [predict] section: interval_secs must be > 0 (10 or 60)");
+        }
+        if crate::run::source_from_name(&self.predict.source).is_none() {
+            anyhow::bail!(
+                "invalid [predict] section: source {:?} is not one of raw, ten_second, one_minute",
+                self.predict.source
+            );
+        }
+        if self.upload.device.is_empty() || self.upload.device.contains('/') {
+            anyhow::bail!("invalid [upload] section: device must be a non-empty name without '/'");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_use_their_own_client_id() {
+        figment::Jail::expect_with(|_| {
+            let c = load(None).unwrap();
+            assert_eq!(c.mqtt.client_id, "gridcast-predict");
+            assert_eq!(c.http.listen, "127.0.0.1:9464");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn judge_and_upload_sections_parse_and_unknown_keys_fail() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "p.toml",
+                "[judge]\nrule = \"absolute\"\nthreshold_w = 25.0\n[upload]\nurl = \"s3://b\"\ncompression = \"zstd\"\n",
+            )?;
+            let c = load(Some(Path::new("p.toml"))).unwrap();
+            assert_eq!(c.rule(), Rule::Absolute { threshold_w: 25.0 });
+            assert_eq!(c.upload.compression, Compression::Zstd);
+            jail.create_file("q.toml", "[upload]\nbucket = \"x\"\n")?;
+            let err = load(Some(Path::new("q.toml"))).unwrap_err().to_string();
+            assert!(err.contains("bucket"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,215 @@
+//! One sensor's forecasting state machine: closed interval in, outcome out.
+//!
+//! For every closed interval, in order: judge the prediction that targeted
+//! it (if any), feed it to the features, predict the interval `horizon`
+//! ahead, and remember it. No I/O, no clock: the loop in `run.rs` persists
+//! [`SensorState`] in the triplet spool with the triplets it produced, and a
+//! restart rebuilds the feature state by replaying the stored history.
+//!
+//! An interval at or before the last one seen is ignored: after a crash
+//! between the two spool commits the broker redelivers readings of an
+//! interval already judged, and judging it twice would duplicate a triplet.
+
+use std::collections::VecDeque;
+
+use gridcast_core::features::{FeatureState, Interval};
+use serde::{Deserialize, Serialize};
+
+use crate::judge::{Judge, JudgeState, Verdict};
+use crate::model_source::LoadedModel;
+use crate::triplet::Triplet;
+
+/// A prediction waiting for its interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    pub target_start_ms: i64,
+    pub features_start_ms: i64,
+    pub predicted: f64,
+    pub features: Vec<Option<f32>>,
+    pub model_version: String,
+}
+
+/// What a sensor must remember across restarts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SensorState {
+    /// Recent intervals (start in Unix s, phase powers), oldest first.
+    pub history: VecDeque<(i64, [Option<f32>; 3])>,
+    pub pending: VecDeque<Pending>,
+    pub judge: JudgeState,
+    /// Start of the newest interval processed, Unix ms.
+    pub last_interval_ms: Option<i64>,
+}
+
+/// One judged prediction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judged {
+    pub pending: Pending,
+    pub actual: f64,
+    pub verdict: Verdict,
+}
+
+/// What one interval produced.
+#[derive(Debug, Default)]
+pub struct Step {
+    pub judged: Vec<Judged>,
+    /// Predictions whose target interval was skipped (a gap in the data).
+    pub dropped: u64,
+    pub predicted: bool,
+}
+
+/// A sensor's live state: the persisted part plus the feature state.
+pub struct Forecaster {
+    pub state: SensorState,
+    features: FeatureState,
+    history_cap: usize,
+}
+
+fn to_opt(v: f32) -> Option<f32> {
+    if v.is_nan() { None } else { Some(v) }
+}
+
+impl Forecaster {
+    /// Rebuild from a stored state for `model` (replays the history).
+    pub fn new(state: SensorState, model: &LoadedModel) -> Forecaster {
+        let spec = model.model.meta.feature_spec.clone().expect("validated models have a feature spec");
+        let features = FeatureState::new(spec.clone()).expect("validated models have a valid feature spec");
+        let mut f = Forecaster { state, features, history_cap: spec.history_len() + 1 };
+        f.replay();
+        f
+    }
+
+    /// A new model (maybe a different feature spec): rebuild the features.
+    pub fn swap_model(&mut self, model: &LoadedModel) {
+        let state = std::mem::take(&mut self.state);
+        *self = Forecaster::new(state, model);
+    }
+
+    fn replay(&mut self) {
+        for (ts, p) in self.state.history.clone() {
+            let iv = Interval { ts, p: p.map(|v| v.unwrap_or(f32::NAN)) };
+            let _ = self.features.push(&iv);
+        }
+    }
+
+    /// Process one closed interval. `None` when it was seen before.
+    pub fn step(&mut self, iv: &Interval, model: &LoadedModel, judge: &Judge) -> Option<Step> {
+        let ts_ms = iv.ts * 1000;
+        if self.state.last_interval_ms.is_some_and(|last| ts_ms <= last) {
+            return None;
+        }
+        let mut step = Step::default();
+        let actual = iv.total() as f64;
+        while let Some(p) = self.state.pending.front() {
+            if p.target_start_ms > ts_ms {
+                break;
+            }
+            let p = self.state.pending.pop_front().expect("front exists");
+            if p.target_start_ms < ts_ms || actual.is_nan() {
+                step.dropped += 1;
+                continue;
+            }
+            let verdict = judge.judge(&mut self.state.judge, p.predicted, actual);
+            step.judged.push(Judged { pending: p, actual, verdict });
+        }
+        let row = match self.features.push(iv) {
+            Ok(row) => row,
+            Err(_) => return Some(step), // cannot happen: ordering is checked above
+        };
+        self.state.last_interval_ms = Some(ts_ms);
+        self.state.history.push_back((iv.ts, iv.p.map(to_opt)));
+        while self.state.history.len() > self.history_cap {
+            self.state.history.pop_front();
+        }
+        let spec = self.features.spec();
+        let predicted = model.model.predict_level(&row) as f64;
+        if predicted.is_finite() {
+            let width_ms = spec.interval_secs as i64 * 1000;
+            self.state.pending.push_back(Pending {
+                target_start_ms: ts_ms + spec.horizon as i64 * width_ms,
+                features_start_ms: ts_ms,
+                predicted,
+                features: row.into_iter().map(to_opt).collect(),
+                model_version: model.version.clone(),
+            });
+            step.predicted = true;
+        }
+        Some(step)
+    }
+
+    /// The triplet of a mispredicted judgement (its `seq` is set by the spool).
+    pub fn triplet(sensor: &str, j: &Judged, model: &LoadedModel, width_ms: i64, rule: &str) -> Triplet {
+        let horizon = ((j.pending.target_start_ms - j.pending.features_start_ms) / width_ms.max(1)) as u32;
+        Triplet {
+            seq: 0,
+            sensor: sensor.to_string(),
+            model_version: j.pending.model_version.clone(),
+            feature_names: model.model.meta.feature_names.clone(),
+            features: j.pending.features.clone(),
+            predicted: j.pending.predicted,
+            actual: j.actual,
+            error: j.verdict.error,
+            features_start_ms: j.pending.features_start_ms,
+            interval_start_ms: j.pending.target_start_ms,
+            interval_end_ms: j.pending.target_start_ms + width_ms,
+            horizon,
+            rule: rule.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::judge::Rule;
+
+    fn model() -> LoadedModel {
+        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/default.gcm")).unwrap();
+        crate::model_source::load_model(&bytes, 60).unwrap()
+    }
+
+    fn iv(minute: i64, w: f32) -> Interval {
+        Interval { ts: 1_763_683_200 + minute * 60, p: [w, w, w] }
+    }
+
+    #[test]
+    fn each_interval_judges_the_prediction_made_for_it_and_predicts_the_next() {
+        let (m, judge) = (model(), Judge::new(Rule::Absolute { threshold_w: 100.0 }));
+        let mut f = Forecaster::new(SensorState::default(), &m);
+        let s = f.step(&iv(0, 300.0), &m, &judge).unwrap();
+        assert!(s.judged.is_empty() && s.predicted);
+        let s = f.step(&iv(1, 1000.0), &m, &judge).unwrap();
+        assert_eq!(s.judged.len(), 1);
+        let j = &s.judged[0];
+        assert_eq!(j.actual, 3000.0);
+        assert_eq!(j.pending.target_start_ms, iv(1, 0.0).ts * 1000);
+        assert!(j.verdict.mispredicted, "a jump from 900 W to 3000 W is not predictable: {j:?}");
+        let t = Forecaster::triplet("s1", j, &m, 60_000, "absolute");
+        assert_eq!((t.horizon, t.interval_end_ms - t.interval_start_ms), (1, 60_000));
+        assert_eq!(t.features.len(), t.feature_names.len());
+    }
+
+    #[test]
+    fn a_replayed_interval_is_ignored_and_a_gap_drops_the_prediction() {
+        let (m, judge) = (model(), Judge::new(Rule::Absolute { threshold_w: 100.0 }));
+        let mut f = Forecaster::new(SensorState::default(), &m);
+        f.step(&iv(0, 300.0), &m, &judge).unwrap();
+        assert!(f.step(&iv(0, 300.0), &m, &judge).is_none());
+        let s = f.step(&iv(2, 300.0), &m, &judge).unwrap();
+        assert_eq!((s.judged.len(), s.dropped), (0, 1));
+    }
+
+    #[test]
+    fn a_restored_state_predicts_exactly_as_the_live_one() {
+        let (m, judge) = (model(), Judge::new(Rule::Absolute { threshold_w: 100.0 }));
+        let mut live = Forecaster::new(SensorState::default(), &m);
+        for i in 0..70 {
+            live.step(&iv(i, 200.0 + (i % 7) as f32 * 30.0), &m, &judge);
+        }
+        let stored: SensorState = serde_json::from_slice(&serde_json::to_vec(&live.state).unwrap()).unwrap();
+        let mut restored = Forecaster::new(stored, &m);
+        let a = live.step(&iv(70, 500.0), &m, &judge).unwrap();
+        let b = restored.step(&iv(70, 500.0), &m, &judge).unwrap();
+        assert_eq!(a.judged, b.judged);
+        assert_eq!(live.state.pending, restored.state.pending);
+    }
+}

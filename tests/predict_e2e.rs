@@ -1,0 +1,420 @@
+//! `gridcast predict` end to end, on real servers: simulated meters publish
+//! 12 Hz readings through Mosquitto; the predictor (the real binary, as a
+//! child process) predicts every minute with the shipped model and a low
+//! misprediction threshold, writes prediction/actual/error to InfluxDB 1.x,
+//! and uploads its triplets to S3 (moto) or Azure Blob (Azurite).
+//!
+//! Proves: every judged prediction is in InfluxDB; every triplet the
+//! predictor counted is in the bucket exactly once, decodable, with the right
+//! fields; with the store down for the first part of the run and the
+//! predictor SIGKILLed and restarted, no triplet is lost or duplicated; a
+//! model swap under load drops no prediction and a corrupt model is refused.
+//!
+//! Needs the shared test servers: run `scripts/test`, or
+//! `scripts/test-servers start && source target/test-servers/env`.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::Duration;
+
+use gridcast_core::model::Model;
+use gridcast_ingest::simulate::{PublishOptions, PublishReport, SimReading, publish};
+use gridcast_predictor::triplet::{Compression, Triplet, decode_batch};
+
+use support::blob::{Blob, LateMoto};
+use support::gridcast::PredictProcess;
+use support::meter::{Expected, expected_minutes, simulated_readings};
+use support::{INFLUX_DB, SharedServers, eventually, free_port, influxql_values, shared_servers, unique};
+
+const SENSORS: u32 = 3;
+const DEVICE: &str = "test-device";
+
+fn model_file() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/default.gcm")
+}
+
+/// sha256 of a model file's payload, as its header line says.
+fn model_version(bytes: &[u8]) -> String {
+    let header: serde_json::Value =
+        serde_json::from_slice(&bytes[..bytes.iter().position(|&b| b == b'\n').unwrap()]).unwrap();
+    header["payload_sha256"].as_str().unwrap().to_string()
+}
+
+/// One predictor run: its config, process, and the names it writes under.
+struct Run {
+    dir: tempfile::TempDir,
+    servers: SharedServers,
+    predict: PredictProcess,
+    http_port: u16,
+    topic_prefix: String,
+    measurement: String,
+    prefix: String,
+    blob: Blob,
+}
+
+impl Run {
+    fn start(blob: Blob, model: &Path) -> Run {
+        let servers = shared_servers();
+        let dir = tempfile::tempdir().unwrap();
+        let http_port = free_port();
+        let topic_prefix = unique("predict/raw");
+        let measurement = unique("prediction");
+        let prefix = unique("triplets");
+        let config = format!(
+            r#"
+[mqtt]
+host = "127.0.0.1"
+port = {mqtt_port}
+client_id = "{client_id}"
+topics = ["{topic_prefix}/#"]
+
+[predict]
+model = "{model}"
+model_poll_secs = 1
+measurement = "{measurement}"
+idle_close_secs = 2
+stats_interval_secs = 2
+
+[judge]
+rule = "absolute"
+threshold_w = 50.0
+
+[spool]
+dir = "{spool}"
+
+[http]
+listen = "127.0.0.1:{http_port}"
+
+[[sinks]]
+kind = "influxdb_v1"
+url = "{influx}"
+database = "{INFLUX_DB}"
+
+[upload]
+prefix = "{prefix}"
+device = "{DEVICE}"
+batch_max = 10
+batch_interval_secs = 1
+retry_min_ms = 200
+retry_max_ms = 2000
+{upload}"#,
+            mqtt_port = servers.mqtt.port(),
+            client_id = unique("predict"),
+            model = model.display(),
+            spool = dir.path().join("spool").display(),
+            influx = servers.influxdb_v1,
+            upload = blob.upload_toml(),
+        );
+        let mut predict = PredictProcess::start(dir.path(), &config, &[]);
+        predict.wait_subscribed(1);
+        Run { dir, servers, predict, http_port, topic_prefix, measurement, prefix, blob }
+    }
+
+    /// Publish in the background at QoS 1, as the meters' gateway would.
+    fn publish(&self, readings: Vec<SimReading>, speedup: f64) -> thread::JoinHandle<PublishReport> {
+        let options = PublishOptions {
+            host: "127.0.0.1".into(),
+            port: self.servers.mqtt.port(),
+            client_id: unique("predict-meter"),
+            topic_prefix: self.topic_prefix.clone(),
+            speedup,
+            ..PublishOptions::default()
+        };
+        thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(publish(&options, readings, |_| {})).expect("every message acknowledged")
+        })
+    }
+
+    /// The predictor's `/metrics`, as name -> value (None while it is down).
+    fn metrics(&self) -> Option<BTreeMap<String, f64>> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.http_port);
+        let response = support::http::request("GET", &url, &[], b"").ok()?;
+        Some(
+            response
+                .text()
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.rsplit_once(' '))
+                .filter_map(|(k, v)| Some((k.trim_start_matches("gridcast_").to_string(), v.parse().ok()?)))
+                .collect(),
+        )
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        self.metrics().and_then(|m| m.get(name).copied()).unwrap_or(-1.0)
+    }
+
+    /// Wait until the predictor has judged `judged` predictions and uploaded
+    /// every triplet it made.
+    fn wait_settled(&mut self, judged: u64) {
+        let what = format!("{judged} judged predictions and an empty triplet spool");
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            self.predict.assert_running();
+            if let Some(m) = self.metrics() {
+                let g = |k: &str| m.get(k).copied().unwrap_or(-1.0) as i64;
+                if g("judged_total") == judged as i64
+                    && g("triplet_spool_depth") == 0
+                    && g("uploaded_triplets_total") == g("mispredictions_total")
+                {
+                    return;
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "gave up waiting for {what}:\n{}", self.predict.log());
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Every triplet in the bucket under this run's prefix, with its object key.
+    fn triplets(&self) -> Vec<(String, Triplet)> {
+        let mut out = Vec::new();
+        for (key, bytes) in self.blob.objects(&self.prefix) {
+            let rest = key.strip_prefix(&format!("{}/device={DEVICE}/date=", self.prefix)).unwrap_or_else(|| {
+                panic!("object {key} is not under {}/device={DEVICE}/date=", self.prefix);
+            });
+            assert!(rest.ends_with(".ndjson.gz"), "{key}");
+            let name = rest.split('/').nth(1).unwrap().trim_end_matches(".ndjson.gz");
+            let (first, last) = name.split_once('-').unwrap();
+            let (first, last): (u64, u64) = (first.parse().unwrap(), last.parse().unwrap());
+            let triplets = decode_batch(&bytes, Compression::Gzip).unwrap_or_else(|e| panic!("{key}: {e}"));
+            assert!(!triplets.is_empty(), "{key} is empty");
+            assert_eq!(triplets.first().unwrap().seq, first, "{key}: first seq");
+            assert_eq!(triplets.last().unwrap().seq, last, "{key}: last seq");
+            out.extend(triplets.into_iter().map(|t| (key.clone(), t)));
+        }
+        out
+    }
+
+    /// `[time, sensor, model, predicted, actual, error, mispredicted]` rows.
+    fn influx_rows(&self) -> Vec<Vec<serde_json::Value>> {
+        influxql_values(
+            &self.servers.influxdb_v1,
+            INFLUX_DB,
+            &format!(
+                r#"SELECT "sensor", "model", "predicted", "actual", "error", "mispredicted" FROM "{}""#,
+                self.measurement
+            ),
+        )
+    }
+
+    /// (sensor, target interval start) of every triplet the log reports spooled.
+    fn logged_triplets(&self) -> Vec<(String, i64)> {
+        self.predict
+            .log()
+            .lines()
+            .filter(|l| l.contains("mispredicted: triplet spooled"))
+            .map(|l| {
+                let field = |name: &str| {
+                    l.split_whitespace()
+                        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                        .unwrap_or_else(|| panic!("no {name} in {l}"))
+                        .to_string()
+                };
+                (field("sensor"), field("interval_start_ms").parse().unwrap())
+            })
+            .collect()
+    }
+}
+
+/// Checks each triplet's fields against the published data.
+fn check_triplet(t: &Triplet, expected: &Expected, version: &str) {
+    let here = format!("triplet {} {} {}", t.seq, t.sensor, t.interval_start_ms);
+    let want =
+        expected.get(&(t.sensor.clone(), t.interval_start_ms)).unwrap_or_else(|| panic!("{here}: no such minute"));
+    assert!(
+        (t.actual - want.p_sum_mean).abs() <= 1e-4 * want.p_sum_mean.abs().max(1.0),
+        "{here}: actual {} vs published {}",
+        t.actual,
+        want.p_sum_mean
+    );
+    assert!((t.error - (t.predicted - t.actual)).abs() < 1e-6, "{here}: error");
+    assert!(t.error.abs() > 50.0, "{here}: flagged with |error| {} under the 50 W threshold", t.error);
+    assert_eq!(t.interval_end_ms - t.interval_start_ms, 60_000, "{here}");
+    assert_eq!(t.features_start_ms, t.interval_start_ms - 60_000, "{here}");
+    assert_eq!(t.horizon, 1, "{here}");
+    assert_eq!(t.model_version, version, "{here}");
+    assert_eq!(t.rule, "absolute", "{here}");
+    assert_eq!(t.features.len(), t.feature_names.len(), "{here}");
+    // The features describe the minute before: its per-phase means.
+    let before = &expected[&(t.sensor.clone(), t.features_start_ms)];
+    for (i, name) in ["p_l1", "p_l2", "p_l3"].iter().enumerate() {
+        let pos = t.feature_names.iter().position(|n| n == name).unwrap();
+        let got = t.features[pos].unwrap() as f64;
+        assert!((got - before.p_mean[i]).abs() <= 1e-3 * before.p_mean[i].abs().max(1.0), "{here}: {name} {got}");
+    }
+}
+
+fn predictions_and_triplets_reach_influxdb_and(blob: Blob) {
+    const MINUTES: usize = 20;
+    let mut run = Run::start(blob, &model_file());
+    let readings = simulated_readings(SENSORS, MINUTES);
+    let expected = expected_minutes(&readings);
+    let report = run.publish(readings, 0.0).join().unwrap();
+    assert_eq!(report.messages_acked, report.messages_published);
+
+    // 20 minutes per sensor: 20 predictions, 19 of which have their minute.
+    let judged = SENSORS as u64 * (MINUTES as u64 - 1);
+    run.wait_settled(judged);
+    let mispredicted = run.metric("mispredictions_total") as usize;
+    assert!(mispredicted > 0, "a 50 W threshold flags some minutes of household data");
+    assert_eq!(run.metric("predictions_total") as u64, SENSORS as u64 * MINUTES as u64);
+
+    let triplets = run.triplets();
+    assert_eq!(triplets.len(), mispredicted, "every counted triplet is in the bucket, none twice");
+    let keys: BTreeSet<(String, i64)> = triplets.iter().map(|(_, t)| (t.sensor.clone(), t.interval_start_ms)).collect();
+    assert_eq!(keys.len(), triplets.len(), "a (sensor, minute) triplet appears twice");
+    let seqs: BTreeSet<u64> = triplets.iter().map(|(_, t)| t.seq).collect();
+    assert_eq!(seqs.len(), triplets.len(), "a sequence number appears twice");
+    let version = model_version(&std::fs::read(model_file()).unwrap());
+    for (_, t) in &triplets {
+        check_triplet(t, &expected, &version);
+    }
+    let logged: BTreeSet<(String, i64)> = run.logged_triplets().into_iter().collect();
+    assert_eq!(logged, keys, "the triplets the predictor logged are the ones in the bucket");
+
+    let rows = eventually(Duration::from_secs(30), "every judged prediction in InfluxDB", || {
+        let rows = run.influx_rows();
+        (rows.len() as u64 == judged).then_some(rows)
+    });
+    let flagged = rows.iter().filter(|r| r[6].as_bool().unwrap()).count();
+    assert_eq!(flagged, mispredicted);
+    for r in &rows {
+        let (time, sensor) = (r[0].as_i64().unwrap(), r[1].as_str().unwrap().to_string());
+        assert_eq!(r[2].as_str().unwrap(), &version[..16]);
+        let (predicted, actual, error) = (r[3].as_f64().unwrap(), r[4].as_f64().unwrap(), r[5].as_f64().unwrap());
+        let want = expected[&(sensor, time)].p_sum_mean;
+        assert!((actual - want).abs() <= 1e-4 * want.abs().max(1.0), "InfluxDB actual {actual} vs {want}");
+        assert!((error - (predicted - actual)).abs() < 1e-6);
+    }
+
+    let health = support::http::get(&format!("http://127.0.0.1:{}/health", run.http_port));
+    assert_eq!(health.status, 200, "{}", health.text());
+    assert!(health.text().contains(&version), "{}", health.text());
+    drop(run.dir);
+}
+
+#[test]
+fn predictions_reach_influxdb_and_every_triplet_is_in_s3_exactly_once() {
+    predictions_and_triplets_reach_influxdb_and(Blob::shared_s3());
+}
+
+#[test]
+fn predictions_reach_influxdb_and_every_triplet_is_in_azurite_exactly_once() {
+    predictions_and_triplets_reach_influxdb_and(Blob::shared_azurite());
+}
+
+/// Write `bytes` to `path` the way a deployment should: a temp file renamed over it.
+fn replace_file(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[test]
+fn a_model_swap_under_load_drops_no_prediction_and_a_corrupt_model_is_refused() {
+    const MINUTES: usize = 24;
+    let dir = tempfile::tempdir().unwrap();
+    let model_path = dir.path().join("model.gcm");
+    let original = std::fs::read(model_file()).unwrap();
+    std::fs::write(&model_path, &original).unwrap();
+    // A second valid model: the same trees, a different base score.
+    let mut challenger = Model::from_bytes(&original).unwrap();
+    let mut meta = challenger.meta.clone();
+    meta.base_score += 25.0;
+    challenger = Model::new(meta, challenger.trees().to_vec()).unwrap();
+    let challenger = challenger.to_bytes();
+
+    let mut run = Run::start(Blob::shared_s3(), &model_path);
+    let readings = simulated_readings(SENSORS, MINUTES);
+    // 24 minutes in about 18 s: the swap happens while readings stream in.
+    let publisher = run.publish(readings, 80.0);
+    eventually(Duration::from_secs(60), "a few judged predictions", || {
+        (run.metric("judged_total") >= 9.0).then_some(())
+    });
+    let mut corrupt = original.clone();
+    let n = corrupt.len();
+    corrupt[n / 2] ^= 0x20;
+    replace_file(&model_path, &corrupt);
+    eventually(Duration::from_secs(20), "the corrupt model refused", || {
+        (run.metric("model_rejects_total") >= 1.0).then_some(())
+    });
+    assert_eq!(run.metric("model_reloads_total"), 0.0);
+    assert!(run.predict.log().contains("new model refused"), "{}", run.predict.log());
+    replace_file(&model_path, &challenger);
+    eventually(Duration::from_secs(20), "the new model swapped in", || {
+        (run.metric("model_reloads_total") >= 1.0).then_some(())
+    });
+    let report = publisher.join().unwrap();
+    assert_eq!(report.messages_acked, report.messages_published);
+    assert!(run.metric("judged_total") < (SENSORS as usize * (MINUTES - 1)) as f64, "the swap came after the end");
+
+    let judged = SENSORS as u64 * (MINUTES as u64 - 1);
+    run.wait_settled(judged);
+    assert_eq!(run.metric("unjudged_total"), 0.0, "a prediction was dropped");
+    assert_eq!(run.metric("predictions_total") as u64, SENSORS as u64 * MINUTES as u64);
+    let rows = eventually(Duration::from_secs(30), "every judged prediction in InfluxDB", || {
+        let rows = run.influx_rows();
+        (rows.len() as u64 == judged).then_some(rows)
+    });
+    let models: BTreeSet<String> = rows.iter().map(|r| r[2].as_str().unwrap().to_string()).collect();
+    let (old, new) = (model_version(&original), model_version(&challenger));
+    assert_eq!(models, BTreeSet::from([old[..16].to_string(), new[..16].to_string()]));
+    let triplet_models: BTreeSet<String> = run.triplets().into_iter().map(|(_, t)| t.model_version).collect();
+    assert!(triplet_models.is_subset(&BTreeSet::from([old, new])));
+}
+
+#[test]
+fn with_the_store_down_and_the_predictor_killed_no_triplet_is_lost_or_duplicated() {
+    const MINUTES: usize = 30;
+    let store_dir = tempfile::tempdir().unwrap();
+    let mut moto = LateMoto::new(store_dir.path());
+    let mut run = Run::start(Blob::S3 { endpoint: moto.endpoint() }, &model_file());
+    let readings = simulated_readings(SENSORS, MINUTES);
+    let expected = expected_minutes(&readings);
+    // 30 minutes in about 20 s.
+    let publisher = run.publish(readings, 90.0);
+
+    eventually(Duration::from_secs(60), "triplets spooled while the store is down", || {
+        (run.logged_triplets().len() >= 6).then_some(())
+    });
+    assert!(run.metric("upload_failures_total") >= 1.0, "the store is down: uploads must have failed");
+    run.predict.kill();
+    thread::sleep(Duration::from_millis(500));
+    run.predict.restart();
+    run.predict.wait_subscribed(2);
+    thread::sleep(Duration::from_secs(3));
+    moto.start();
+    let report = publisher.join().unwrap();
+    assert_eq!(report.messages_acked, report.messages_published);
+
+    let judged_rows = SENSORS as usize * (MINUTES - 1);
+    let rows = eventually(Duration::from_secs(90), "every judged prediction in InfluxDB", || {
+        let rows = run.influx_rows();
+        (rows.len() == judged_rows).then_some(rows)
+    });
+    let logged: Vec<(String, i64)> = run.logged_triplets();
+    let logged_set: BTreeSet<(String, i64)> = logged.iter().cloned().collect();
+    assert_eq!(logged_set.len(), logged.len(), "the predictor spooled a triplet twice across the restart");
+    let flagged: BTreeSet<(String, i64)> = rows
+        .iter()
+        .filter(|r| r[6].as_bool().unwrap())
+        .map(|r| (r[1].as_str().unwrap().to_string(), r[0].as_i64().unwrap()))
+        .collect();
+    assert_eq!(flagged, logged_set, "the minutes flagged in InfluxDB are the triplets spooled");
+    let triplets = eventually(Duration::from_secs(60), "every spooled triplet in the bucket", || {
+        let t = run.triplets();
+        (t.len() >= logged.len()).then_some(t)
+    });
+    let keys: Vec<(String, i64)> = triplets.iter().map(|(_, t)| (t.sensor.clone(), t.interval_start_ms)).collect();
+    let key_set: BTreeSet<(String, i64)> = keys.iter().cloned().collect();
+    assert_eq!(key_set.len(), keys.len(), "a triplet is in the bucket twice");
+    assert_eq!(key_set, logged_set, "bucket and log disagree");
+    let version = model_version(&std::fs::read(model_file()).unwrap());
+    for (_, t) in &triplets {
+        check_triplet(t, &expected, &version);
+    }
+}

@@ -3,7 +3,10 @@
 //! the configured address (rumqttd, behind the `embedded-broker` feature),
 //! replays the shipped sample as simulated meters at a speed-up, runs ingest,
 //! and writes windows as line-protocol files under `./data/` unless the
-//! config names an InfluxDB. A summary line every second shows it working.
+//! config names an InfluxDB. The predictor runs beside it on the same broker
+//! with the shipped model: predictions go to `./data/predictions`, and
+//! mispredicted minutes (relative error over 20 %) as triplets to the local
+//! folder store `./data/triplets`. A summary line every second shows it working.
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
@@ -12,6 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use gridcast_ingest::simulate::{Generator, GeneratorConfig, PublishOptions, Series, Start, publish};
 use gridcast_ingest::{Ingest, config};
+use gridcast_predictor::judge::Rule;
+use gridcast_predictor::metrics::Metrics;
+use gridcast_predictor::{PredictConfig, Predictor};
 
 /// Run the edge path end to end on this machine, with simulated meters.
 #[derive(Debug, clap::Args)]
@@ -67,6 +73,8 @@ pub async fn run(args: DemoArgs, shutdown: impl std::future::Future<Output = ()>
 
     let ingest = Ingest::start(config.clone()).await?;
     ingest.subscribed(Duration::from_secs(10)).await?;
+    let predictor = start_predictor(&config).await?;
+    predictor.subscribed(Duration::from_secs(10)).await?;
     let options = PublishOptions {
         host: config.mqtt.host.clone(),
         port: config.mqtt.port,
@@ -111,6 +119,19 @@ pub async fn run(args: DemoArgs, shutdown: impl std::future::Future<Output = ()>
     }
     let report = ingest.stats.snapshot();
     ingest.stop().await?;
+    // The predictor saw the same minutes; give it a moment to judge the last
+    // one and upload its triplets.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let m = predictor.metrics.clone();
+    while Instant::now() < deadline
+        && !(Metrics::get(&m.intervals) >= report.windows_closed
+            && predictor.triplets.depth() == 0
+            && predictor.stream.depth().unwrap_or_default().point_records == 0)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("predictor: {}", gridcast_predictor::run::summary_line(&m));
+    predictor.stop().await?;
     if published_done {
         match publisher.await? {
             Ok(r) => println!(
@@ -128,6 +149,35 @@ pub async fn run(args: DemoArgs, shutdown: impl std::future::Future<Output = ()>
         sinks.join(", ")
     );
     Ok(())
+}
+
+/// The predictor on the demo's broker, with local stores under ./data.
+async fn start_predictor(ingest: &config::IngestConfig) -> anyhow::Result<Predictor> {
+    let mut config = PredictConfig::default();
+    config.mqtt.host = ingest.mqtt.host.clone();
+    config.mqtt.port = ingest.mqtt.port;
+    config.mqtt.topics = ingest.mqtt.topics.clone();
+    config.predict.idle_close_secs = 3;
+    config.predict.stats_interval_secs = 3600;
+    // Relative rule: the adaptive default needs 30 minutes of warm-up per sensor.
+    config.judge = Some(Rule::Relative { threshold: 0.2, floor_w: 50.0 });
+    config.upload.batch_interval_secs = 2;
+    println!(
+        "predictor: model {}, triplets to {}, predictions to {}, /metrics on {}",
+        config.predict.model,
+        config.upload.url,
+        gridcast_predictor::run::DEFAULT_PREDICTIONS_DIR,
+        config.http.listen
+    );
+    match Predictor::start(config.clone()).await {
+        Ok(p) => Ok(p),
+        Err(e) if e.to_string().contains("/metrics") => {
+            println!("predictor: {e}; running without /metrics");
+            config.http.listen.clear();
+            Predictor::start(config).await
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn unix_now() -> i64 {

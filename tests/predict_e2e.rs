@@ -53,10 +53,11 @@ struct Run {
     measurement: String,
     prefix: String,
     blob: Blob,
+    compression: Compression,
 }
 
 impl Run {
-    fn start(blob: Blob, model: &Path) -> Run {
+    fn start(blob: Blob, model: &Path, compression: Compression) -> Run {
         let servers = shared_servers();
         let dir = tempfile::tempdir().unwrap();
         let http_port = free_port();
@@ -75,7 +76,7 @@ topics = ["{topic_prefix}/#"]
 model = "{model}"
 model_poll_secs = 1
 measurement = "{measurement}"
-idle_close_secs = 2
+idle_close_secs = 5
 stats_interval_secs = 2
 
 [judge]
@@ -98,6 +99,7 @@ prefix = "{prefix}"
 device = "{DEVICE}"
 batch_max = 10
 batch_interval_secs = 1
+compression = "{compression}"
 retry_min_ms = 200
 retry_max_ms = 2000
 {upload}"#,
@@ -107,10 +109,14 @@ retry_max_ms = 2000
             spool = dir.path().join("spool").display(),
             influx = servers.influxdb_v1,
             upload = blob.upload_toml(),
+            compression = match compression {
+                Compression::Gzip => "gzip",
+                Compression::Zstd => "zstd",
+            },
         );
         let mut predict = PredictProcess::start(dir.path(), &config, &[]);
         predict.wait_subscribed(1);
-        Run { dir, servers, predict, http_port, topic_prefix, measurement, prefix, blob }
+        Run { dir, servers, predict, http_port, topic_prefix, measurement, prefix, blob, compression }
     }
 
     /// Publish in the background at QoS 1, as the meters' gateway would.
@@ -176,11 +182,12 @@ retry_max_ms = 2000
             let rest = key.strip_prefix(&format!("{}/device={DEVICE}/date=", self.prefix)).unwrap_or_else(|| {
                 panic!("object {key} is not under {}/device={DEVICE}/date=", self.prefix);
             });
-            assert!(rest.ends_with(".ndjson.gz"), "{key}");
-            let name = rest.split('/').nth(1).unwrap().trim_end_matches(".ndjson.gz");
+            let extension = format!(".{}", self.compression.extension());
+            assert!(rest.ends_with(&extension), "{key}: not a {extension} object");
+            let name = rest.split('/').nth(1).unwrap().trim_end_matches(&extension);
             let (first, last) = name.split_once('-').unwrap();
             let (first, last): (u64, u64) = (first.parse().unwrap(), last.parse().unwrap());
-            let triplets = decode_batch(&bytes, Compression::Gzip).unwrap_or_else(|e| panic!("{key}: {e}"));
+            let triplets = decode_batch(&bytes, self.compression).unwrap_or_else(|e| panic!("{key}: {e}"));
             assert!(!triplets.is_empty(), "{key} is empty");
             assert_eq!(triplets.first().unwrap().seq, first, "{key}: first seq");
             assert_eq!(triplets.last().unwrap().seq, last, "{key}: last seq");
@@ -248,9 +255,9 @@ fn check_triplet(t: &Triplet, expected: &Expected, version: &str) {
     }
 }
 
-fn predictions_and_triplets_reach_influxdb_and(blob: Blob) {
+fn predictions_and_triplets_reach_influxdb_and(blob: Blob, compression: Compression) {
     const MINUTES: usize = 20;
-    let mut run = Run::start(blob, &model_file());
+    let mut run = Run::start(blob, &model_file(), compression);
     let readings = simulated_readings(SENSORS, MINUTES);
     let expected = expected_minutes(&readings);
     let report = run.publish(readings, 0.0).join().unwrap();
@@ -299,12 +306,12 @@ fn predictions_and_triplets_reach_influxdb_and(blob: Blob) {
 
 #[test]
 fn predictions_reach_influxdb_and_every_triplet_is_in_s3_exactly_once() {
-    predictions_and_triplets_reach_influxdb_and(Blob::shared_s3());
+    predictions_and_triplets_reach_influxdb_and(Blob::shared_s3(), Compression::Gzip);
 }
 
 #[test]
-fn predictions_reach_influxdb_and_every_triplet_is_in_azurite_exactly_once() {
-    predictions_and_triplets_reach_influxdb_and(Blob::shared_azurite());
+fn predictions_reach_influxdb_and_every_triplet_is_in_azurite_exactly_once_zstd() {
+    predictions_and_triplets_reach_influxdb_and(Blob::shared_azurite(), Compression::Zstd);
 }
 
 /// Write `bytes` to `path` the way a deployment should: a temp file renamed over it.
@@ -328,10 +335,16 @@ fn a_model_swap_under_load_drops_no_prediction_and_a_corrupt_model_is_refused() 
     challenger = Model::new(meta, challenger.trees().to_vec()).unwrap();
     let challenger = challenger.to_bytes();
 
-    let mut run = Run::start(Blob::shared_s3(), &model_path);
+    let mut run = Run::start(Blob::shared_s3(), &model_path, Compression::Gzip);
+    // Two halves: the corrupt model arrives between them, the good one while
+    // the second half streams in (12 minutes in about 18 s, against a 1 s
+    // model poll).
     let readings = simulated_readings(SENSORS, MINUTES);
-    // 24 minutes in about 18 s: the swap happens while readings stream in.
-    let publisher = run.publish(readings, 80.0);
+    let start = readings.iter().map(|r| r.ts_secs).fold(f64::INFINITY, f64::min);
+    let half = start + (MINUTES / 2) as f64 * 60.0;
+    let (first, second): (Vec<SimReading>, Vec<SimReading>) = readings.into_iter().partition(|r| r.ts_secs < half);
+    let report = run.publish(first, 0.0).join().unwrap();
+    assert_eq!(report.messages_acked, report.messages_published);
     eventually(Duration::from_secs(60), "a few judged predictions", || {
         (run.metric("judged_total") >= 9.0).then_some(())
     });
@@ -339,18 +352,23 @@ fn a_model_swap_under_load_drops_no_prediction_and_a_corrupt_model_is_refused() 
     let n = corrupt.len();
     corrupt[n / 2] ^= 0x20;
     replace_file(&model_path, &corrupt);
-    eventually(Duration::from_secs(20), "the corrupt model refused", || {
+    eventually(Duration::from_secs(30), "the corrupt model refused", || {
         (run.metric("model_rejects_total") >= 1.0).then_some(())
     });
     assert_eq!(run.metric("model_reloads_total"), 0.0);
     assert!(run.predict.log().contains("new model refused"), "{}", run.predict.log());
+
+    let second_readings = second.len() as f64;
+    let readings_before = run.metric("readings_total");
+    let publisher = run.publish(second, 40.0);
     replace_file(&model_path, &challenger);
-    eventually(Duration::from_secs(20), "the new model swapped in", || {
+    eventually(Duration::from_secs(30), "the new model swapped in", || {
         (run.metric("model_reloads_total") >= 1.0).then_some(())
     });
+    let read_at_swap = run.metric("readings_total") - readings_before;
+    assert!(read_at_swap < second_readings, "the swap came after the second half ({read_at_swap} readings)");
     let report = publisher.join().unwrap();
     assert_eq!(report.messages_acked, report.messages_published);
-    assert!(run.metric("judged_total") < (SENSORS as usize * (MINUTES - 1)) as f64, "the swap came after the end");
 
     let judged = SENSORS as u64 * (MINUTES as u64 - 1);
     run.wait_settled(judged);
@@ -372,7 +390,7 @@ fn with_the_store_down_and_the_predictor_killed_no_triplet_is_lost_or_duplicated
     const MINUTES: usize = 30;
     let store_dir = tempfile::tempdir().unwrap();
     let mut moto = LateMoto::new(store_dir.path());
-    let mut run = Run::start(Blob::S3 { endpoint: moto.endpoint() }, &model_file());
+    let mut run = Run::start(Blob::S3 { endpoint: moto.endpoint() }, &model_file(), Compression::Gzip);
     let readings = simulated_readings(SENSORS, MINUTES);
     let expected = expected_minutes(&readings);
     // 30 minutes in about 20 s.
@@ -381,7 +399,9 @@ fn with_the_store_down_and_the_predictor_killed_no_triplet_is_lost_or_duplicated
     eventually(Duration::from_secs(60), "triplets spooled while the store is down", || {
         (run.logged_triplets().len() >= 6).then_some(())
     });
-    assert!(run.metric("upload_failures_total") >= 1.0, "the store is down: uploads must have failed");
+    eventually(Duration::from_secs(30), "failed uploads counted while the store is down", || {
+        (run.metric("upload_failures_total") >= 1.0).then_some(())
+    });
     run.predict.kill();
     thread::sleep(Duration::from_millis(500));
     run.predict.restart();
@@ -396,23 +416,27 @@ fn with_the_store_down_and_the_predictor_killed_no_triplet_is_lost_or_duplicated
         let rows = run.influx_rows();
         (rows.len() == judged_rows).then_some(rows)
     });
-    let logged: Vec<(String, i64)> = run.logged_triplets();
-    let logged_set: BTreeSet<(String, i64)> = logged.iter().cloned().collect();
-    assert_eq!(logged_set.len(), logged.len(), "the predictor spooled a triplet twice across the restart");
+    // The minutes InfluxDB has flagged are the triplets made: every one must
+    // be in the bucket once. (The log can miss a triplet's line: a SIGKILL
+    // may land between its commit and its log line.)
     let flagged: BTreeSet<(String, i64)> = rows
         .iter()
         .filter(|r| r[6].as_bool().unwrap())
         .map(|r| (r[1].as_str().unwrap().to_string(), r[0].as_i64().unwrap()))
         .collect();
-    assert_eq!(flagged, logged_set, "the minutes flagged in InfluxDB are the triplets spooled");
-    let triplets = eventually(Duration::from_secs(60), "every spooled triplet in the bucket", || {
+    let triplets = eventually(Duration::from_secs(60), "every flagged minute's triplet in the bucket", || {
         let t = run.triplets();
-        (t.len() >= logged.len()).then_some(t)
+        (t.len() >= flagged.len()).then_some(t)
     });
     let keys: Vec<(String, i64)> = triplets.iter().map(|(_, t)| (t.sensor.clone(), t.interval_start_ms)).collect();
     let key_set: BTreeSet<(String, i64)> = keys.iter().cloned().collect();
     assert_eq!(key_set.len(), keys.len(), "a triplet is in the bucket twice");
-    assert_eq!(key_set, logged_set, "bucket and log disagree");
+    assert_eq!(key_set, flagged, "the bucket and InfluxDB's flagged minutes disagree");
+    let logged: Vec<(String, i64)> = run.logged_triplets();
+    let logged_set: BTreeSet<(String, i64)> = logged.iter().cloned().collect();
+    assert_eq!(logged_set.len(), logged.len(), "the predictor spooled a triplet twice across the restart");
+    assert!(logged_set.is_subset(&key_set), "a logged triplet is not in the bucket");
+    assert!(logged_set.len() + 3 >= key_set.len(), "only a triplet cut off by the SIGKILL may miss its log line");
     let version = model_version(&std::fs::read(model_file()).unwrap());
     for (_, t) in &triplets {
         check_triplet(t, &expected, &version);

@@ -12,9 +12,10 @@
 //!
 //! A SIGKILL before 3 loses nothing (the broker redelivers). Between 3 and 4,
 //! the redelivered readings close an interval the forecaster has seen
-//! already; it is skipped, so no triplet is made twice (its prediction
-//! lines are the only thing that can be lost, never a triplet). After 4 a
-//! restart replays the journal into the open intervals.
+//! already; it is skipped, so no triplet is made twice, and the step's
+//! prediction lines, kept in the triplet spool's transaction, are written to
+//! the stream spool on restart. After 4 a restart replays the journal into
+//! the open intervals.
 //!
 //! Model swaps arrive on a channel and are applied between two batches.
 
@@ -264,6 +265,18 @@ impl Loop {
                 Err(e) => tracing::warn!(%sensor, error = %e, "unreadable stored sensor state; starting it afresh"),
             }
         }
+        // A crash between the two commits of a step leaves its prediction
+        // lines in the triplet spool only: write them to the stream spool.
+        if let Some((point_seq, lines)) = self.triplets.unsent_prediction_lines()?
+            && point_seq >= self.stream.next_point_seq()
+        {
+            let stream = self.stream.clone();
+            tokio::task::spawn_blocking(move || {
+                stream.commit(Commit { points: Some(&lines[..]), ..Commit::default() })
+            })
+            .await??;
+            tracing::warn!(point_seq, "restored the prediction lines of a step interrupted between its two commits");
+        }
         let (journal, frontiers) = self.stream.recover()?;
         for (key, until) in frontiers {
             if let Some((sensor, source)) = key.split_once('\u{1f}')
@@ -369,11 +382,19 @@ impl Loop {
         }
         let mut out = self.forecast();
         let forget_below = self.windows.min_open_seq().unwrap_or(next_seq);
+        let mut lines = std::mem::take(&mut out.lines);
         if !out.triplets.is_empty() || !out.states.is_empty() {
             let spool = self.triplets.clone();
             let (mut triplets, states) = (std::mem::take(&mut out.triplets), std::mem::take(&mut out.states));
-            let triplets =
-                tokio::task::spawn_blocking(move || spool.commit(&mut triplets, &states).map(|_| triplets)).await??;
+            // The lines go with the triplets too, under the point number the
+            // stream spool will give them: see `recover`.
+            let point_seq = self.stream.next_point_seq();
+            let (triplets, returned) = tokio::task::spawn_blocking(move || {
+                let pending = (!lines.is_empty()).then_some((point_seq, &lines[..]));
+                spool.commit(&mut triplets, &states, pending).map(|_| (triplets, lines))
+            })
+            .await??;
+            lines = returned;
             for t in &triplets {
                 tracing::info!(sensor = %t.sensor, interval_start_ms = t.interval_start_ms, seq = t.seq,
                     predicted = t.predicted, actual = t.actual, "mispredicted: triplet spooled");
@@ -385,8 +406,8 @@ impl Loop {
             }
         }
         let stream = self.stream.clone();
-        let has_points = !out.lines.is_empty();
-        let (lines, frontiers) = (out.lines, out.frontiers);
+        let has_points = !lines.is_empty();
+        let frontiers = out.frontiers;
         tokio::task::spawn_blocking(move || {
             stream.commit(Commit {
                 journal: journal.as_ref().map(|(s, b)| (*s, &b[..])),
@@ -507,4 +528,38 @@ pub fn summary_line(m: &Metrics) -> String {
         Metrics::get(&m.model_reloads),
         Metrics::get(&m.model_rejects),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model_source::load_model;
+
+    /// A SIGKILL after a step's triplet commit and before its stream commit:
+    /// the restart writes the step's prediction lines to the stream spool,
+    /// once.
+    #[tokio::test]
+    async fn lines_of_a_step_cut_between_its_two_commits_reach_the_stream_spool_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = PredictConfig::default();
+        config.spool.dir = dir.path().to_path_buf();
+        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/default.gcm")).unwrap();
+        let model = Arc::new(load_model(&bytes, config.predict.interval_secs).unwrap());
+        let sinks = ["file".to_string()];
+        let line = b"prediction,sensor=a predicted=1,actual=2 60000\n".to_vec();
+        {
+            let stream = Spool::open(&dir.path().join("stream"), u64::MAX, &sinks).unwrap();
+            let triplets = TripletSpool::open(&dir.path().join("triplets")).unwrap();
+            triplets.commit(&mut [], &[], Some((stream.next_point_seq(), &line[..]))).unwrap();
+            // ... and the process dies here.
+        }
+        for _restart in 0..2 {
+            let stream = Arc::new(Spool::open(&dir.path().join("stream"), u64::MAX, &sinks).unwrap());
+            let triplets = Arc::new(TripletSpool::open(&dir.path().join("triplets")).unwrap());
+            let (newest, _) = watch::channel(0);
+            let mut predict = Loop::new(&config, model.clone(), stream.clone(), triplets, Arc::default(), newest);
+            predict.recover().await.unwrap();
+            assert_eq!(stream.pending_points("file", 10).unwrap(), vec![(0, line.clone())]);
+        }
+    }
 }

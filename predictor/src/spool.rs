@@ -6,6 +6,13 @@
 //! predictor acknowledge the MQTT messages behind them. A triplet leaves the
 //! spool only after the object holding it was stored.
 //!
+//! The same transaction keeps the prediction lines of that step, with the
+//! stream spool's point sequence number they are due to get
+//! ([`TripletSpool::unsent_prediction_lines`]): the predictor commits the
+//! stream spool second, and a crash between the two commits would otherwise
+//! lose those lines (the redelivered readings close an interval the sensor
+//! state has already passed, so they are not made again).
+//!
 //! Idempotent uploads: the uploader asks for a batch with
 //! [`TripletSpool::next_batch`]; the batch's bounds are stored (durably)
 //! before it is returned, and the same bounds come back until
@@ -23,6 +30,9 @@ use crate::triplet::Triplet;
 const TRIPLETS: TableDefinition<u64, &[u8]> = TableDefinition::new("triplets");
 const SENSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("sensors");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The last step's prediction lines, under the stream spool's point sequence
+/// number they are due to get (one entry at most).
+const LINES: TableDefinition<u64, &[u8]> = TableDefinition::new("prediction_lines");
 const NEXT_SEQ: &str = "next_seq";
 const BATCH_FIRST: &str = "batch_first";
 const BATCH_LAST: &str = "batch_last";
@@ -73,6 +83,7 @@ impl TripletSpool {
         let (next_seq, depth) = {
             let triplets = txn.open_table(TRIPLETS)?;
             txn.open_table(SENSORS)?;
+            txn.open_table(LINES)?;
             let meta = txn.open_table(META)?;
             let stored = meta.get(NEXT_SEQ)?.map_or(0, |v| v.value());
             let next = triplets.last()?.map_or(0, |(k, _)| k.value() + 1).max(stored);
@@ -82,9 +93,15 @@ impl TripletSpool {
         Ok(TripletSpool { db, next_seq: AtomicU64::new(next_seq), depth: AtomicU64::new(depth) })
     }
 
-    /// Number the triplets, and store them with the given sensor states in
-    /// one durable transaction.
-    pub fn commit(&self, triplets: &mut [Triplet], sensors: &[(String, Vec<u8>)]) -> Result<(), TripletSpoolError> {
+    /// Number the triplets, and store them with the given sensor states and
+    /// prediction lines (`(point sequence number, lines)`) in one durable
+    /// transaction.
+    pub fn commit(
+        &self,
+        triplets: &mut [Triplet],
+        sensors: &[(String, Vec<u8>)],
+        prediction_lines: Option<(u64, &[u8])>,
+    ) -> Result<(), TripletSpoolError> {
         let txn = self.db.begin_write()?;
         let mut next = self.next_seq.load(Ordering::Relaxed);
         {
@@ -99,11 +116,26 @@ impl TripletSpool {
                 states.insert(sensor.as_str(), &state[..])?;
             }
             txn.open_table(META)?.insert(NEXT_SEQ, next)?;
+            if let Some((point_seq, lines)) = prediction_lines {
+                let mut table = txn.open_table(LINES)?;
+                table.retain(|_, _| false)?;
+                table.insert(point_seq, lines)?;
+            }
         }
         txn.commit()?;
         self.next_seq.store(next, Ordering::Relaxed);
         self.depth.fetch_add(triplets.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The prediction lines of the last commit, with the point sequence
+    /// number they were due to get in the stream spool. After a restart,
+    /// lines whose number the stream spool has not reached were never
+    /// written there.
+    pub fn unsent_prediction_lines(&self) -> Result<Option<(u64, Vec<u8>)>, TripletSpoolError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LINES)?;
+        Ok(table.last()?.map(|(k, v)| (k.value(), v.value().to_vec())))
     }
 
     /// Every sensor's stored state, for a restart.
@@ -218,12 +250,12 @@ mod tests {
         {
             let spool = TripletSpool::open(dir.path()).unwrap();
             let mut ts: Vec<Triplet> = (0..3).map(|i| triplet(i * 60_000)).collect();
-            spool.commit(&mut ts, &[("s".into(), b"state".to_vec())]).unwrap();
+            spool.commit(&mut ts, &[("s".into(), b"state".to_vec())], Some((7, b"lines"))).unwrap();
             assert_eq!(ts.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![0, 1, 2]);
             let b = spool.next_batch(10).unwrap().unwrap();
             assert_eq!((b.first, b.last, b.lines.len()), (0, 2, 3));
             // more arrive while the upload is in flight; then we "crash"
-            spool.commit(&mut [triplet(999)], &[]).unwrap();
+            spool.commit(&mut [triplet(999)], &[], None).unwrap();
         }
         let spool = TripletSpool::open(dir.path()).unwrap();
         assert_eq!(spool.depth(), 4);
@@ -236,6 +268,7 @@ mod tests {
         assert!(spool.next_batch(10).unwrap().is_none());
         assert_eq!(spool.depth(), 0);
         assert_eq!(spool.sensor_states().unwrap(), vec![("s".to_string(), b"state".to_vec())]);
+        assert_eq!(spool.unsent_prediction_lines().unwrap(), Some((7, b"lines".to_vec())));
     }
 
     #[test]
@@ -243,13 +276,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let spool = TripletSpool::open(dir.path()).unwrap();
-            spool.commit(&mut [triplet(0), triplet(1)], &[]).unwrap();
+            spool.commit(&mut [triplet(0), triplet(1)], &[], Some((1, b"a"))).unwrap();
             let b = spool.next_batch(10).unwrap().unwrap();
             spool.complete_batch(b.first, b.last).unwrap();
         }
         let spool = TripletSpool::open(dir.path()).unwrap();
         let mut t = [triplet(2)];
-        spool.commit(&mut t, &[]).unwrap();
+        spool.commit(&mut t, &[], Some((2, b"b"))).unwrap();
+        assert_eq!(spool.unsent_prediction_lines().unwrap(), Some((2, b"b".to_vec())), "only the last step's lines");
         assert_eq!(t[0].seq, 2);
     }
 
@@ -258,7 +292,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = TripletSpool::open(dir.path()).unwrap();
         let mut ts: Vec<Triplet> = (0..5).map(triplet).collect();
-        spool.commit(&mut ts, &[]).unwrap();
+        spool.commit(&mut ts, &[], None).unwrap();
         let b = spool.next_batch(2).unwrap().unwrap();
         assert_eq!((b.first, b.last), (0, 1));
     }

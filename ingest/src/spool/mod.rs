@@ -198,6 +198,11 @@ impl Spool {
         self.seqs.lock().expect("spool lock").next_journal
     }
 
+    /// The sequence number the next point record will get.
+    pub fn next_point_seq(&self) -> u64 {
+        self.seqs.lock().expect("spool lock").next_point
+    }
+
     /// True when closed windows waiting for sinks fill the configured size:
     /// the pipeline stops taking new messages until sinks catch up.
     pub fn is_full(&self) -> bool {

@@ -58,6 +58,11 @@ struct Run {
 
 impl Run {
     fn start(blob: Blob, model: &Path, compression: Compression) -> Run {
+        Run::start_with(blob, &model.display().to_string(), compression, &[])
+    }
+
+    /// `model` is a path or an object-store URL; `env` is added to the predictor's.
+    fn start_with(blob: Blob, model: &str, compression: Compression, env: &[(&str, &str)]) -> Run {
         let servers = shared_servers();
         let dir = tempfile::tempdir().unwrap();
         let http_port = free_port();
@@ -105,7 +110,6 @@ retry_max_ms = 2000
 {upload}"#,
             mqtt_port = servers.mqtt.port(),
             client_id = unique("predict"),
-            model = model.display(),
             spool = dir.path().join("spool").display(),
             influx = servers.influxdb_v1,
             upload = blob.upload_toml(),
@@ -114,7 +118,7 @@ retry_max_ms = 2000
                 Compression::Zstd => "zstd",
             },
         );
-        let mut predict = PredictProcess::start(dir.path(), &config, &[]);
+        let mut predict = PredictProcess::start(dir.path(), &config, env);
         predict.wait_subscribed(1);
         Run { dir, servers, predict, http_port, topic_prefix, measurement, prefix, blob, compression }
     }
@@ -185,8 +189,9 @@ retry_max_ms = 2000
             let extension = format!(".{}", self.compression.extension());
             assert!(rest.ends_with(&extension), "{key}: not a {extension} object");
             let name = rest.split('/').nth(1).unwrap().trim_end_matches(&extension);
-            let (first, last) = name.split_once('-').unwrap();
-            let (first, last): (u64, u64) = (first.parse().unwrap(), last.parse().unwrap());
+            let parts: Vec<&str> = name.split('-').collect();
+            assert_eq!(parts.len(), 3, "{key}: not <spool>-<first>-<last>");
+            let (first, last): (u64, u64) = (parts[1].parse().unwrap(), parts[2].parse().unwrap());
             let triplets = decode_batch(&bytes, self.compression).unwrap_or_else(|e| panic!("{key}: {e}"));
             assert!(!triplets.is_empty(), "{key} is empty");
             assert_eq!(triplets.first().unwrap().seq, first, "{key}: first seq");
@@ -441,4 +446,52 @@ fn with_the_store_down_and_the_predictor_killed_no_triplet_is_lost_or_duplicated
     for (_, t) in &triplets {
         check_triplet(t, &expected, &version);
     }
+}
+
+#[test]
+fn a_model_in_s3_is_served_swapped_and_a_corrupt_one_refused() {
+    const MINUTES: usize = 8;
+    let blob = Blob::shared_s3();
+    let Blob::S3 { endpoint } = &blob else { unreachable!() };
+    let key = format!("{}/model.gcm", unique("models"));
+    let original = std::fs::read(model_file()).unwrap();
+    let mut challenger = Model::from_bytes(&original).unwrap();
+    let mut meta = challenger.meta.clone();
+    meta.base_score -= 10.0;
+    challenger = Model::new(meta, challenger.trees().to_vec()).unwrap();
+    let challenger = challenger.to_bytes();
+    blob.put(&key, &original);
+
+    // The model source takes its credentials from the environment.
+    let env = [
+        ("AWS_ENDPOINT", endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let url = format!("s3://{}/{key}", support::blob::BUCKET);
+    let mut run = Run::start_with(blob.clone(), &url, Compression::Gzip, &env);
+    let version = |bytes: &[u8]| model_version(bytes);
+    let health = || support::http::get(&format!("http://127.0.0.1:{}/health", run.http_port)).text();
+    assert!(health().contains(&version(&original)), "{}", health());
+
+    let report = run.publish(simulated_readings(SENSORS, MINUTES), 0.0).join().unwrap();
+    assert_eq!(report.messages_acked, report.messages_published);
+    let mut corrupt = challenger.clone();
+    let n = corrupt.len();
+    corrupt[n - 10] ^= 0x01;
+    blob.put(&key, &corrupt);
+    eventually(Duration::from_secs(30), "the corrupt model in S3 refused", || {
+        (run.metric("model_rejects_total") >= 1.0).then_some(())
+    });
+    assert_eq!(run.metric("model_reloads_total"), 0.0);
+    assert!(health().contains(&version(&original)), "the old model keeps serving: {}", health());
+    blob.put(&key, &challenger);
+    eventually(Duration::from_secs(30), "the new model in S3 swapped in", || {
+        (run.metric("model_reloads_total") >= 1.0).then_some(())
+    });
+    assert!(health().contains(&version(&challenger)), "{}", health());
+    run.wait_settled(SENSORS as u64 * (MINUTES as u64 - 1));
+    assert_eq!(run.metric("unjudged_total"), 0.0);
 }

@@ -36,6 +36,8 @@ const LINES: TableDefinition<u64, &[u8]> = TableDefinition::new("prediction_line
 const NEXT_SEQ: &str = "next_seq";
 const BATCH_FIRST: &str = "batch_first";
 const BATCH_LAST: &str = "batch_last";
+/// When this spool was created (Unix ms): part of every object key.
+const CREATED_MS: &str = "created_ms";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TripletSpoolError {
@@ -68,6 +70,7 @@ pub struct Batch {
 
 pub struct TripletSpool {
     db: Database,
+    created_ms: u64,
     next_seq: AtomicU64,
     depth: AtomicU64,
 }
@@ -80,17 +83,27 @@ impl TripletSpool {
         let db = Database::create(&path)
             .map_err(|e| TripletSpoolError::Open { path: path.display().to_string(), source: e.into() })?;
         let txn = db.begin_write()?;
-        let (next_seq, depth) = {
+        let (next_seq, depth, created_ms) = {
             let triplets = txn.open_table(TRIPLETS)?;
             txn.open_table(SENSORS)?;
             txn.open_table(LINES)?;
-            let meta = txn.open_table(META)?;
+            let mut meta = txn.open_table(META)?;
             let stored = meta.get(NEXT_SEQ)?.map_or(0, |v| v.value());
             let next = triplets.last()?.map_or(0, |(k, _)| k.value() + 1).max(stored);
-            (next, triplets.len()?)
+            let created = meta.get(CREATED_MS)?.map(|v| v.value());
+            let created = match created {
+                Some(ms) => ms,
+                None => {
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+                    let ms = now.map_or(0, |d| d.as_millis() as u64);
+                    meta.insert(CREATED_MS, ms)?;
+                    ms
+                }
+            };
+            (next, triplets.len()?, created)
         };
         txn.commit()?;
-        Ok(TripletSpool { db, next_seq: AtomicU64::new(next_seq), depth: AtomicU64::new(depth) })
+        Ok(TripletSpool { db, created_ms, next_seq: AtomicU64::new(next_seq), depth: AtomicU64::new(depth) })
     }
 
     /// Number the triplets, and store them with the given sensor states and
@@ -216,6 +229,12 @@ impl TripletSpool {
         Ok(())
     }
 
+    /// When this spool was created, Unix ms: it names the spool in object
+    /// keys, since a new spool numbers its triplets from 0 again.
+    pub fn created_ms(&self) -> u64 {
+        self.created_ms
+    }
+
     /// Triplets waiting for upload.
     pub fn depth(&self) -> u64 {
         self.depth.load(Ordering::Relaxed)
@@ -259,6 +278,7 @@ mod tests {
         }
         let spool = TripletSpool::open(dir.path()).unwrap();
         assert_eq!(spool.depth(), 4);
+        assert!(spool.created_ms() > 1_700_000_000_000, "a creation time, kept across restarts");
         let b = spool.next_batch(10).unwrap().unwrap();
         assert_eq!((b.first, b.last), (0, 2), "same bounds, hence the same object key");
         spool.complete_batch(b.first, b.last).unwrap();

@@ -103,23 +103,29 @@ pub fn decode_batch(bytes: &[u8], compression: Compression) -> anyhow::Result<Ve
         .collect()
 }
 
-/// `{prefix}/device={device}/date=YYYY-MM-DD/{first:020}-{last:020}.ndjson.gz`.
+/// `{prefix}/device={device}/date=YYYY-MM-DD/{spool}-{first:020}-{last:020}.ndjson.gz`.
 ///
 /// The date is the UTC day of the batch's first target interval, so it too
-/// depends only on the batch's contents.
+/// depends only on the batch's contents. `spool` is the spool's creation
+/// time (Unix ms, 13 digits): sequence numbers restart in a new spool (a
+/// device reinstalled, its disk replaced), and without it the new spool's
+/// first batch would overwrite an object the old one stored.
 pub fn object_key(
     prefix: &str,
     device: &str,
     first_interval_ms: i64,
-    first_seq: u64,
-    last_seq: u64,
+    spool: u64,
+    (first_seq, last_seq): (u64, u64),
     compression: Compression,
 ) -> String {
     let date = chrono::DateTime::from_timestamp_millis(first_interval_ms)
         .map_or_else(|| "1970-01-01".to_string(), |d| d.format("%Y-%m-%d").to_string());
     let prefix = prefix.trim_matches('/');
     let sep = if prefix.is_empty() { "" } else { "/" };
-    format!("{prefix}{sep}device={device}/date={date}/{first_seq:020}-{last_seq:020}.{}", compression.extension())
+    format!(
+        "{prefix}{sep}device={device}/date={date}/{spool:013}-{first_seq:020}-{last_seq:020}.{}",
+        compression.extension()
+    )
 }
 
 #[cfg(test)]
@@ -168,16 +174,23 @@ mod tests {
     #[test]
     fn object_keys_are_partitioned_and_named_by_sequence_numbers() {
         // 2025-11-21T00:00:00Z
-        let key = object_key("triplets/", "pi-7", 1_763_683_200_000, 5, 12, Compression::Gzip);
-        assert_eq!(key, "triplets/device=pi-7/date=2025-11-21/00000000000000000005-00000000000000000012.ndjson.gz");
-        let key = object_key("", "pi-7", 0, 0, 0, Compression::Zstd);
-        assert_eq!(key, "device=pi-7/date=1970-01-01/00000000000000000000-00000000000000000000.ndjson.zst");
+        let key = object_key("triplets/", "pi-7", 1_763_683_200_000, 1_763_000_000_000, (5, 12), Compression::Gzip);
+        assert_eq!(
+            key,
+            "triplets/device=pi-7/date=2025-11-21/1763000000000-00000000000000000005-00000000000000000012.ndjson.gz"
+        );
+        let key = object_key("", "pi-7", 0, 7, (0, 0), Compression::Zstd);
+        assert_eq!(
+            key,
+            "device=pi-7/date=1970-01-01/0000000000007-00000000000000000000-00000000000000000000.ndjson.zst"
+        );
     }
 
     #[test]
     fn keys_sort_in_upload_order() {
-        let a = object_key("p", "d", 0, 9, 10, Compression::Gzip);
-        let b = object_key("p", "d", 0, 11, 200, Compression::Gzip);
-        assert!(a < b);
+        let a = object_key("p", "d", 0, 1, (9, 10), Compression::Gzip);
+        let b = object_key("p", "d", 0, 1, (11, 200), Compression::Gzip);
+        let c = object_key("p", "d", 0, 2, (0, 5), Compression::Gzip);
+        assert!(a < b && b < c, "by spool, then by sequence number");
     }
 }

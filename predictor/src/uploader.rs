@@ -71,8 +71,8 @@ impl Uploader {
                 &self.config.prefix,
                 &self.config.device,
                 batch.first_interval_ms,
-                batch.first,
-                batch.last,
+                spool.created_ms(),
+                (batch.first, batch.last),
                 self.config.compression,
             );
             let body = encode_batch(&batch.lines, self.config.compression)?;

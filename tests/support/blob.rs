@@ -79,6 +79,15 @@ impl Blob {
         }
     }
 
+    /// Store `bytes` under `key`.
+    pub fn put(&self, key: &str, bytes: &[u8]) {
+        let store = self.store();
+        let path = object_store::path::Path::from(key);
+        let payload = object_store::PutPayload::from(bytes.to_vec());
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(store.put(&path, payload)).unwrap_or_else(|e| panic!("put {key}: {e}"));
+    }
+
     /// Every object under `prefix`: (key, bytes), in key order.
     pub fn objects(&self, prefix: &str) -> Vec<(String, Vec<u8>)> {
         let store = self.store();

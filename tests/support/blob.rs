@@ -126,7 +126,9 @@ impl LateMoto {
     /// Start it now, wait until it answers, and create the bucket.
     pub fn start(&mut self) {
         let log = std::fs::File::create(&self.log).expect("moto log");
-        let child = Command::new("python3")
+        // The Python that has moto (scripts/moto-python), as test-servers found it.
+        let python = super::required_env("GRIDCAST_TEST_MOTO_PYTHON");
+        let child = Command::new(python)
             .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &self.port.to_string()])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

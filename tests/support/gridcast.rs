@@ -5,6 +5,9 @@
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::SharedServers;
 
 pub struct IngestProcess {
     config: PathBuf,
@@ -152,10 +155,92 @@ impl PredictProcess {
             panic!("gridcast predict exited ({status}):\n{}", self.log());
         }
     }
+
+    /// Calls `attempt` every 100 ms until it returns `Some`, and returns
+    /// that, like [`super::eventually`]; panics with the log if the
+    /// predictor exits or `timeout` passes first.
+    pub fn wait_for<T>(&mut self, timeout: Duration, what: &str, mut attempt: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.assert_running();
+            if let Some(value) = attempt() {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "gave up after {timeout:?} waiting for {what}:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 impl Drop for PredictProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The shipped model, `models/default.gcm`.
+pub fn shipped_model() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/default.gcm")
+}
+
+/// The `model` tag `gridcast predict` writes for the model file at `path`:
+/// the first 16 hex digits of the payload's sha256, from the header line.
+pub fn model_tag(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let header = &bytes[..bytes.iter().position(|&b| b == b'\n').expect("a model header line")];
+    let header: serde_json::Value = serde_json::from_slice(header).expect("a JSON model header");
+    header["payload_sha256"].as_str().expect("payload_sha256 in the model header")[..16].to_string()
+}
+
+/// A `gridcast predict` config for tests that need its InfluxDB output but
+/// no particular blob store: readings from the shared Mosquitto on
+/// `topic_filter`, the shipped model, predictions to the shared InfluxDB 1.x
+/// database `database` (which must exist) in the default measurement
+/// `gridcast_prediction`, the absolute rule at 50 W (household minutes cross
+/// it often, so some predictions are mispredicted), an interval closed after
+/// 2 s without readings, spools and a `file://` triplet store under `dir`,
+/// no HTTP server.
+pub fn predict_config_toml(servers: &SharedServers, dir: &Path, topic_filter: &str, database: &str) -> String {
+    format!(
+        r#"
+[mqtt]
+host = "{host}"
+port = {port}
+client_id = "{client_id}"
+topics = ["{topic_filter}"]
+
+[predict]
+model = "{model}"
+idle_close_secs = 2
+stats_interval_secs = 2
+
+[judge]
+rule = "absolute"
+threshold_w = 50.0
+
+[spool]
+dir = "{spool}"
+
+[http]
+listen = ""
+
+[[sinks]]
+kind = "influxdb_v1"
+url = "{influx}"
+database = "{database}"
+
+[upload]
+url = "file://{triplets}"
+batch_interval_secs = 1
+retry_min_ms = 200
+retry_max_ms = 2000
+"#,
+        host = servers.mqtt.ip(),
+        port = servers.mqtt.port(),
+        client_id = super::unique("predict"),
+        model = shipped_model().display(),
+        spool = dir.join("predict-spool").display(),
+        influx = servers.influxdb_v1,
+        triplets = dir.join("triplets").display(),
+    )
 }

@@ -157,6 +157,13 @@ pub fn influxql_values(url: &str, db: &str, q: &str) -> Vec<Vec<Value>> {
         .unwrap_or_default()
 }
 
+/// Creates database `db` (a no-op if it exists); panics on any error.
+pub fn influx_create_database(url: &str, db: &str) {
+    let full = format!("{url}/query?{}", query_string(&[("q", &format!("CREATE DATABASE \"{db}\""))]));
+    let response = post(&full, b"");
+    assert!(response.status == 200 && !response.text().contains("\"error\""), "POST {full}: {}", response.text());
+}
+
 /// Writes line protocol with millisecond timestamps (POST /write) and
 /// panics unless InfluxDB answers 204.
 pub fn influx_write(url: &str, db: &str, lines: &str) {

@@ -32,7 +32,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use http::{influx_write, influxql_query, influxql_values, victoria_export, victoria_flush, victoria_write};
+pub use http::{
+    influx_create_database, influx_write, influxql_query, influxql_values, victoria_export, victoria_flush,
+    victoria_write,
+};
 pub use servers::{Influxd, Mosquitto, Victoria};
 
 /// The database that `scripts/test-servers` and [`Influxd::start`] create.

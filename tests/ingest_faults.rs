@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use gridcast_ingest::simulate::{PublishOptions, PublishReport, SimReading, publish};
 
-use support::gridcast::IngestProcess;
+use support::gridcast::GridcastProcess;
 use support::meter::{Expected, check_influx_rows, expected_minutes, influx_rows, simulated_readings};
 use support::{INFLUX_DB, Influxd, Mosquitto, unique};
 
@@ -29,7 +29,7 @@ struct Scenario {
     _dir: tempfile::TempDir,
     mosquitto: Mosquitto,
     influxd: Influxd,
-    ingest: IngestProcess,
+    ingest: GridcastProcess,
     measurement: String,
     topic_prefix: String,
 }
@@ -42,7 +42,7 @@ impl Scenario {
         let measurement = unique("fault_meter");
         let topic_prefix = unique("fault/raw");
         let config = ingest_config(dir.path(), &mosquitto, &influxd, &measurement, &topic_prefix);
-        let mut ingest = IngestProcess::start(dir.path(), &config);
+        let mut ingest = GridcastProcess::start("ingest", dir.path(), &config, &[]);
         ingest.wait_subscribed(1);
         Scenario { _dir: dir, mosquitto, influxd, ingest, measurement, topic_prefix }
     }

@@ -16,7 +16,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
@@ -25,29 +25,18 @@ use gridcast_ingest::simulate::{PublishOptions, PublishReport, SimReading, publi
 use gridcast_predictor::triplet::{Compression, Triplet, decode_batch};
 
 use support::blob::{Blob, LateMoto};
-use support::gridcast::PredictProcess;
+use support::gridcast::{GridcastProcess, model_version, shipped_model};
 use support::meter::{Expected, expected_minutes, simulated_readings};
 use support::{INFLUX_DB, SharedServers, eventually, free_port, influxql_values, shared_servers, unique};
 
 const SENSORS: u32 = 3;
 const DEVICE: &str = "test-device";
 
-fn model_file() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/default.gcm")
-}
-
-/// sha256 of a model file's payload, as its header line says.
-fn model_version(bytes: &[u8]) -> String {
-    let header: serde_json::Value =
-        serde_json::from_slice(&bytes[..bytes.iter().position(|&b| b == b'\n').unwrap()]).unwrap();
-    header["payload_sha256"].as_str().unwrap().to_string()
-}
-
 /// One predictor run: its config, process, and the names it writes under.
 struct Run {
     dir: tempfile::TempDir,
     servers: SharedServers,
-    predict: PredictProcess,
+    predict: GridcastProcess,
     http_port: u16,
     topic_prefix: String,
     measurement: String,
@@ -118,7 +107,7 @@ retry_max_ms = 2000
                 Compression::Zstd => "zstd",
             },
         );
-        let mut predict = PredictProcess::start(dir.path(), &config, env);
+        let mut predict = GridcastProcess::start("predict", dir.path(), &config, env);
         predict.wait_subscribed(1);
         Run { dir, servers, predict, http_port, topic_prefix, measurement, prefix, blob, compression }
     }
@@ -262,7 +251,7 @@ fn check_triplet(t: &Triplet, expected: &Expected, version: &str) {
 
 fn predictions_and_triplets_reach_influxdb_and(blob: Blob, compression: Compression) {
     const MINUTES: usize = 20;
-    let mut run = Run::start(blob, &model_file(), compression);
+    let mut run = Run::start(blob, &shipped_model(), compression);
     let readings = simulated_readings(SENSORS, MINUTES);
     let expected = expected_minutes(&readings);
     let report = run.publish(readings, 0.0).join().unwrap();
@@ -281,7 +270,7 @@ fn predictions_and_triplets_reach_influxdb_and(blob: Blob, compression: Compress
     assert_eq!(keys.len(), triplets.len(), "a (sensor, minute) triplet appears twice");
     let seqs: BTreeSet<u64> = triplets.iter().map(|(_, t)| t.seq).collect();
     assert_eq!(seqs.len(), triplets.len(), "a sequence number appears twice");
-    let version = model_version(&std::fs::read(model_file()).unwrap());
+    let version = model_version(&std::fs::read(shipped_model()).unwrap());
     for (_, t) in &triplets {
         check_triplet(t, &expected, &version);
     }
@@ -331,7 +320,7 @@ fn a_model_swap_under_load_drops_no_prediction_and_a_corrupt_model_is_refused() 
     const MINUTES: usize = 24;
     let dir = tempfile::tempdir().unwrap();
     let model_path = dir.path().join("model.gcm");
-    let original = std::fs::read(model_file()).unwrap();
+    let original = std::fs::read(shipped_model()).unwrap();
     std::fs::write(&model_path, &original).unwrap();
     // A second valid model: the same trees, a different base score.
     let mut challenger = Model::from_bytes(&original).unwrap();
@@ -395,7 +384,7 @@ fn with_the_store_down_and_the_predictor_killed_no_triplet_is_lost_or_duplicated
     const MINUTES: usize = 30;
     let store_dir = tempfile::tempdir().unwrap();
     let mut moto = LateMoto::new(store_dir.path());
-    let mut run = Run::start(Blob::S3 { endpoint: moto.endpoint() }, &model_file(), Compression::Gzip);
+    let mut run = Run::start(Blob::S3 { endpoint: moto.endpoint() }, &shipped_model(), Compression::Gzip);
     let readings = simulated_readings(SENSORS, MINUTES);
     let expected = expected_minutes(&readings);
     // 30 minutes in about 20 s.
@@ -442,7 +431,7 @@ fn with_the_store_down_and_the_predictor_killed_no_triplet_is_lost_or_duplicated
     assert_eq!(logged_set.len(), logged.len(), "the predictor spooled a triplet twice across the restart");
     assert!(logged_set.is_subset(&key_set), "a logged triplet is not in the bucket");
     assert!(logged_set.len() + 3 >= key_set.len(), "only a triplet cut off by the SIGKILL may miss its log line");
-    let version = model_version(&std::fs::read(model_file()).unwrap());
+    let version = model_version(&std::fs::read(shipped_model()).unwrap());
     for (_, t) in &triplets {
         check_triplet(t, &expected, &version);
     }
@@ -454,7 +443,7 @@ fn a_model_in_s3_is_served_swapped_and_a_corrupt_one_refused() {
     let blob = Blob::shared_s3();
     let Blob::S3 { endpoint } = &blob else { unreachable!() };
     let key = format!("{}/model.gcm", unique("models"));
-    let original = std::fs::read(model_file()).unwrap();
+    let original = std::fs::read(shipped_model()).unwrap();
     let mut challenger = Model::from_bytes(&original).unwrap();
     let mut meta = challenger.meta.clone();
     meta.base_score -= 10.0;

@@ -1,6 +1,7 @@
-//! `gridcast ingest` as a child process, for the tests that kill it: the
-//! binary cargo built for this test run, a config file written here, and
-//! its log beside it. Drop kills the process (ours only, by its handle).
+//! `gridcast ingest` and `gridcast predict` as child processes, for the
+//! tests that kill them: the binary cargo built for this test run, a config
+//! file written here, and its log beside it. Drop kills the process (ours
+//! only, by its handle). Also the predictor's test config and model helpers.
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -9,106 +10,32 @@ use std::time::{Duration, Instant};
 
 use super::SharedServers;
 
-pub struct IngestProcess {
-    config: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl IngestProcess {
-    /// Write `config_toml` under `dir` and start `gridcast ingest` on it.
-    pub fn start(dir: &Path, config_toml: &str) -> IngestProcess {
-        let config = dir.join("ingest.toml");
-        std::fs::write(&config, config_toml).expect("write ingest config");
-        let mut process = IngestProcess { config, log: dir.join("ingest.log"), child: None };
-        process.spawn();
-        process
-    }
-
-    fn spawn(&mut self) {
-        let log = OpenOptions::new().create(true).append(true).open(&self.log).expect("open ingest log");
-        let child = Command::new(env!("CARGO_BIN_EXE_gridcast"))
-            .arg("ingest")
-            .arg("--config")
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("start gridcast ingest");
-        self.child = Some(child);
-    }
-
-    /// Wait until its log says the broker confirmed the subscriptions
-    /// `times` times in all (once per start), so nothing published after
-    /// this is missed.
-    pub fn wait_subscribed(&mut self, times: usize) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while self.log().matches(" subscribed").count() < times {
-            self.assert_running();
-            assert!(std::time::Instant::now() < deadline, "ingest never subscribed:\n{}", self.log());
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL: no flush, no goodbye, as a power cut.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Start it again on the same config and spool.
-    pub fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-
-    /// Its log so far, for assertion messages.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Panics, with the log, if it exited on its own.
-    pub fn assert_running(&mut self) {
-        if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-            panic!("gridcast ingest exited ({status}):\n{}", self.log());
-        }
-    }
-}
-
-impl Drop for IngestProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// `gridcast predict` as a child process: like [`IngestProcess`], with the
-/// environment it needs (object-store credentials) and its log.
-pub struct PredictProcess {
+/// A `gridcast` subcommand (`ingest`, `predict`) as a child process.
+pub struct GridcastProcess {
+    subcommand: &'static str,
     config: PathBuf,
     log: PathBuf,
     env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
-impl PredictProcess {
-    /// Write `config_toml` under `dir` and start `gridcast predict` on it.
-    pub fn start(dir: &Path, config_toml: &str, env: &[(&str, &str)]) -> PredictProcess {
-        let config = dir.join("predict.toml");
-        std::fs::write(&config, config_toml).expect("write predict config");
+impl GridcastProcess {
+    /// Write `config_toml` under `dir` and start `gridcast <subcommand>` on
+    /// it, with `env` added to its environment (object-store credentials).
+    pub fn start(subcommand: &'static str, dir: &Path, config_toml: &str, env: &[(&str, &str)]) -> GridcastProcess {
+        let config = dir.join(format!("{subcommand}.toml"));
+        std::fs::write(&config, config_toml).expect("write the config");
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut process = PredictProcess { config, log: dir.join("predict.log"), env, child: None };
+        let log = dir.join(format!("{subcommand}.log"));
+        let mut process = GridcastProcess { subcommand, config, log, env, child: None };
         process.spawn();
         process
     }
 
     fn spawn(&mut self) {
-        let log = OpenOptions::new().create(true).append(true).open(&self.log).expect("open predict log");
+        let log = OpenOptions::new().create(true).append(true).open(&self.log).expect("open the log");
         let child = Command::new(env!("CARGO_BIN_EXE_gridcast"))
-            .arg("predict")
+            .arg(self.subcommand)
             .arg("--config")
             .arg(&self.config)
             .env("RUST_LOG", "info")
@@ -118,21 +45,23 @@ impl PredictProcess {
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)
             .spawn()
-            .expect("start gridcast predict");
+            .unwrap_or_else(|e| panic!("start gridcast {}: {e}", self.subcommand));
         self.child = Some(child);
     }
 
-    /// Wait until the broker confirmed the subscriptions `times` times in all.
+    /// Wait until its log says the broker confirmed the subscriptions
+    /// `times` times in all (once per start), so nothing published after
+    /// this is missed.
     pub fn wait_subscribed(&mut self, times: usize) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while self.log().matches(" subscribed").count() < times {
             self.assert_running();
-            assert!(std::time::Instant::now() < deadline, "predict never subscribed:\n{}", self.log());
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            assert!(Instant::now() < deadline, "gridcast {} never subscribed:\n{}", self.subcommand, self.log());
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    /// SIGKILL: no flush, no goodbye.
+    /// SIGKILL: no flush, no goodbye, as a power cut.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -146,19 +75,21 @@ impl PredictProcess {
         self.spawn();
     }
 
+    /// Its log so far, for assertion messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Panics, with the log, if it exited on its own.
     pub fn assert_running(&mut self) {
         if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-            panic!("gridcast predict exited ({status}):\n{}", self.log());
+            panic!("gridcast {} exited ({status}):\n{}", self.subcommand, self.log());
         }
     }
 
     /// Calls `attempt` every 100 ms until it returns `Some`, and returns
     /// that, like [`super::eventually`]; panics with the log if the
-    /// predictor exits or `timeout` passes first.
+    /// process exits or `timeout` passes first.
     pub fn wait_for<T>(&mut self, timeout: Duration, what: &str, mut attempt: impl FnMut() -> Option<T>) -> T {
         let deadline = Instant::now() + timeout;
         loop {
@@ -172,7 +103,7 @@ impl PredictProcess {
     }
 }
 
-impl Drop for PredictProcess {
+impl Drop for GridcastProcess {
     fn drop(&mut self) {
         self.kill();
     }
@@ -183,13 +114,18 @@ pub fn shipped_model() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/default.gcm")
 }
 
-/// The `model` tag `gridcast predict` writes for the model file at `path`:
-/// the first 16 hex digits of the payload's sha256, from the header line.
-pub fn model_tag(path: &Path) -> String {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+/// A model file's version: the sha256 of its payload, from its header line.
+pub fn model_version(bytes: &[u8]) -> String {
     let header = &bytes[..bytes.iter().position(|&b| b == b'\n').expect("a model header line")];
     let header: serde_json::Value = serde_json::from_slice(header).expect("a JSON model header");
-    header["payload_sha256"].as_str().expect("payload_sha256 in the model header")[..16].to_string()
+    header["payload_sha256"].as_str().expect("payload_sha256 in the model header").to_string()
+}
+
+/// The `model` tag `gridcast predict` writes for the model file at `path`:
+/// the first 16 hex digits of its version.
+pub fn model_tag(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    model_version(&bytes)[..16].to_string()
 }
 
 /// A `gridcast predict` config for tests that need its InfluxDB output but

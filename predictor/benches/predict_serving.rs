@@ -37,7 +37,7 @@ mod support;
 
 const SENSORS: u32 = 100;
 /// Minutes published unless `GRIDCAST_BENCH_MINUTES` says otherwise.
-const DEFAULT_MINUTES: usize = 3;
+const DEFAULT_MINUTES: usize = 5;
 const WARMUP_SECS: u64 = 10;
 const INTERVAL_SECS: u32 = 60;
 const MIB: f64 = 1024.0;
@@ -274,11 +274,18 @@ model = "{model}"
 interval_secs = {INTERVAL_SECS}
 stats_interval_secs = 30
 
+# A low absolute threshold, so the triplet spool and uploader do real work
+# (the default adaptive rule flags nothing before 30 judgements per sensor).
+[judge]
+rule = "absolute"
+threshold_w = 50.0
+
 [spool]
 dir = "{spool}"
 
 [upload]
 url = "file://{triplets}"
+batch_interval_secs = 5
 
 [http]
 listen = "{http}"

@@ -188,6 +188,39 @@ mod tests {
         assert_eq!(t.features.len(), t.feature_names.len());
     }
 
+    /// The shipped model's trees under a 10 s feature spec: a stand-in for a
+    /// model trained on 10 s intervals (same feature list).
+    fn ten_second_model() -> LoadedModel {
+        let shipped = model().model;
+        let mut meta = shipped.meta.clone();
+        meta.feature_spec.as_mut().unwrap().interval_secs = 10;
+        let bytes = gridcast_core::model::Model::new(meta, shipped.trees().to_vec()).unwrap().to_bytes();
+        crate::model_source::load_model(&bytes, 10).unwrap()
+    }
+
+    #[test]
+    fn ten_second_intervals_predict_and_judge_ten_seconds_ahead() {
+        let (m, judge) = (ten_second_model(), Judge::new(Rule::Absolute { threshold_w: 1.0 }));
+        let mut f = Forecaster::new(SensorState::default(), &m);
+        let at = |i: i64, w: f32| Interval { ts: 1_763_683_200 + i * 10, p: [w, w, w] };
+        for i in 0..6 {
+            let s = f.step(&at(i, 300.0 + i as f32), &m, &judge).unwrap();
+            assert!(s.predicted);
+            assert_eq!(f.state.pending.back().unwrap().target_start_ms, (at(i, 0.0).ts + 10) * 1000);
+            if i > 0 {
+                assert_eq!((s.judged.len(), s.dropped), (1, 0), "interval {i}");
+                let t = Forecaster::triplet("s", &s.judged[0], &m, 10_000, "absolute");
+                assert_eq!((t.horizon, t.interval_end_ms - t.interval_start_ms), (1, 10_000));
+                assert_eq!(t.interval_start_ms - t.features_start_ms, 10_000);
+            }
+        }
+        assert!(load_model_fails_for(&m, 60), "a 10 s model is refused by a 60 s predictor");
+    }
+
+    fn load_model_fails_for(m: &LoadedModel, interval_secs: u32) -> bool {
+        crate::model_source::load_model(&m.model.to_bytes(), interval_secs).is_err()
+    }
+
     #[test]
     fn a_replayed_interval_is_ignored_and_a_gap_drops_the_prediction() {
         let (m, judge) = (model(), Judge::new(Rule::Absolute { threshold_w: 100.0 }));

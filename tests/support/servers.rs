@@ -52,21 +52,6 @@ impl Mosquitto {
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port())
     }
-
-    /// SIGTERM and wait: Mosquitto saves its persistence file on the way out.
-    pub fn stop(&mut self) {
-        self.process.stop();
-    }
-
-    /// SIGKILL: what was not autosaved yet (up to `autosave_interval`) is lost.
-    pub fn kill(&mut self) {
-        self.process.kill();
-    }
-
-    /// Same port, same persistence directory; waits until it answers.
-    pub fn restart(&mut self) {
-        self.process.restart();
-    }
 }
 
 /// The shipped config with the `listener` and `persistence_location` lines
@@ -121,7 +106,8 @@ fn mqtt_answers(port: u16) -> bool {
 // --- InfluxDB 1.x -------------------------------------------------------------------
 
 /// An influxd 1.x with everything under `dir/influxdb/`, HTTP on a free
-/// port, and the database `gridcast` created.
+/// port, and the database `gridcast` created. `restart` keeps the port and
+/// the data.
 pub struct Influxd {
     process: ServerProcess,
 }
@@ -166,21 +152,6 @@ impl Influxd {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port())
-    }
-
-    /// SIGTERM and wait (influxd closes its shards; the WAL keeps all writes).
-    pub fn stop(&mut self) {
-        self.process.stop();
-    }
-
-    /// SIGKILL.
-    pub fn kill(&mut self) {
-        self.process.kill();
-    }
-
-    /// Same port, same data; waits until /ping answers.
-    pub fn restart(&mut self) {
-        self.process.restart();
     }
 }
 
@@ -238,7 +209,9 @@ fn influx_answers(port: u16) -> bool {
 // --- VictoriaMetrics ------------------------------------------------------------------
 
 /// A single-node VictoriaMetrics with its data in `dir/victoria-metrics/`,
-/// flags as in scripts/test-servers (see there for why each).
+/// flags as in scripts/test-servers (see there for why each). `stop`
+/// (SIGTERM) flushes what it buffered; `kill` may lose about a second of
+/// accepted samples.
 pub struct Victoria {
     process: ServerProcess,
 }
@@ -263,21 +236,6 @@ impl Victoria {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port())
-    }
-
-    /// SIGTERM and wait: VictoriaMetrics flushes what it buffered.
-    pub fn stop(&mut self) {
-        self.process.stop();
-    }
-
-    /// SIGKILL: up to about a second of accepted samples may be lost.
-    pub fn kill(&mut self) {
-        self.process.kill();
-    }
-
-    /// Same port, same data; waits until /health answers.
-    pub fn restart(&mut self) {
-        self.process.restart();
     }
 }
 

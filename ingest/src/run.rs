@@ -23,12 +23,41 @@ use crate::stats::{Snapshot, Stats};
 /// Where the demo store goes when no sink is configured.
 pub const DEFAULT_LINES_DIR: &str = "./data/lines";
 
+/// A started service (ingest, predict): the token that asks it to stop, and
+/// the task that ends once every part of it has stopped.
+pub struct Service {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Service {
+    pub fn new(shutdown: CancellationToken, task: tokio::task::JoinHandle<anyhow::Result<()>>) -> Service {
+        Service { shutdown, task }
+    }
+
+    /// Ask every task to stop, and wait until they have.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await?
+    }
+
+    /// Wait until the service ends on its own (an error) or `shutdown` fires.
+    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        let Service { shutdown: token, mut task } = self;
+        tokio::select! {
+            result = &mut task => return result?,
+            _ = shutdown => tracing::info!("shutting down: finishing the current batch"),
+        }
+        token.cancel();
+        task.await?
+    }
+}
+
 /// A running ingest, for callers that want to watch it (the demo, tests).
 pub struct Ingest {
     pub stats: Arc<Stats>,
     pub spool: Arc<Spool>,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    service: Service,
 }
 
 impl Ingest {
@@ -86,47 +115,29 @@ impl Ingest {
             summary.abort();
             pipeline_result
         });
-        Ok(Ingest { stats, spool, shutdown, task })
+        Ok(Ingest { stats, spool, service: Service::new(shutdown, task) })
     }
 
     /// Wait until the broker has confirmed our subscriptions: from then on
     /// it keeps every matching message for us, even while we are away.
     pub async fn subscribed(&self, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        while self.stats.mqtt_subscriptions.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-            if Instant::now() > deadline {
-                anyhow::bail!("the MQTT broker did not confirm our subscriptions within {timeout:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
+        self.stats.wait_subscribed(timeout).await
     }
 
     /// Ask every task to stop, and wait until they have.
     pub async fn stop(self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        self.task.await?
+        self.service.stop().await
     }
 
     /// Wait until ingest ends on its own (an error) or `shutdown` fires.
     pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-        let Ingest { shutdown: token, mut task, .. } = self;
-        tokio::select! {
-            result = &mut task => return result?,
-            _ = shutdown => tracing::info!("shutting down: finishing the current batch"),
-        }
-        token.cancel();
-        task.await?
+        self.service.run_until(shutdown).await
     }
 }
 
 /// The configured sinks, or the line-protocol folder when there are none.
 pub fn effective_sinks(config: &IngestConfig) -> Vec<SinkConfig> {
-    if config.sinks.is_empty() {
-        vec![SinkConfig::File { dir: Path::new(DEFAULT_LINES_DIR).to_path_buf() }]
-    } else {
-        config.sinks.clone()
-    }
+    SinkConfig::or_file(&config.sinks, Path::new(DEFAULT_LINES_DIR))
 }
 
 async fn log_summaries(stats: Arc<Stats>, spool: Arc<Spool>, every: Duration, shutdown: CancellationToken) {

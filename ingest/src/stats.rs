@@ -78,6 +78,19 @@ impl Stats {
         f(self.sinks.lock().expect("stats lock").entry(sink.to_string()).or_default());
     }
 
+    /// Wait until the broker has confirmed our subscriptions: from then on
+    /// it keeps every matching message for us, even while we are away.
+    pub async fn wait_subscribed(&self, timeout: std::time::Duration) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.mqtt_subscriptions.load(Ordering::Relaxed) == 0 {
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!("the MQTT broker did not confirm our subscriptions within {timeout:?}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Snapshot {

@@ -28,6 +28,7 @@ use gridcast_core::features::Interval;
 use gridcast_core::payload::Decoder;
 use gridcast_core::window::{ClosedWindow, Push, WindowConfig, WindowKey, Windows};
 use gridcast_core::{Field, Reading, SensorId, Source};
+use gridcast_ingest::run::Service;
 use gridcast_ingest::sinks::SinkConfig;
 use gridcast_ingest::sinks::task::SinkTask;
 use gridcast_ingest::source::mqtt::MqttSource;
@@ -56,11 +57,7 @@ pub fn source_from_name(name: &str) -> Option<Source> {
 
 /// The configured sinks, or the line-protocol folder when there are none.
 pub fn effective_sinks(config: &PredictConfig) -> Vec<SinkConfig> {
-    if config.sinks.is_empty() {
-        vec![SinkConfig::File { dir: DEFAULT_PREDICTIONS_DIR.into() }]
-    } else {
-        config.sinks.clone()
-    }
+    SinkConfig::or_file(&config.sinks, std::path::Path::new(DEFAULT_PREDICTIONS_DIR))
 }
 
 /// A running predictor.
@@ -69,8 +66,7 @@ pub struct Predictor {
     pub stats: Arc<Stats>,
     pub triplets: Arc<TripletSpool>,
     pub stream: Arc<Spool>,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    service: Service,
 }
 
 impl Predictor {
@@ -158,34 +154,22 @@ impl Predictor {
             summary.abort();
             result
         });
-        Ok(Predictor { metrics, stats, triplets, stream, shutdown, task })
+        Ok(Predictor { metrics, stats, triplets, stream, service: Service::new(shutdown, task) })
     }
 
     /// Wait until the broker confirmed our subscriptions.
     pub async fn subscribed(&self, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = std::time::Instant::now() + timeout;
-        while self.stats.mqtt_subscriptions.load(Ordering::Relaxed) == 0 {
-            if std::time::Instant::now() > deadline {
-                anyhow::bail!("the MQTT broker did not confirm our subscriptions within {timeout:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
+        self.stats.wait_subscribed(timeout).await
     }
 
+    /// Ask every task to stop, and wait until they have.
     pub async fn stop(self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        self.task.await?
+        self.service.stop().await
     }
 
+    /// Wait until the predictor ends on its own (an error) or `shutdown` fires.
     pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-        let Predictor { shutdown: token, mut task, .. } = self;
-        tokio::select! {
-            result = &mut task => return result?,
-            _ = shutdown => tracing::info!("shutting down: finishing the current batch"),
-        }
-        token.cancel();
-        task.await?
+        self.service.run_until(shutdown).await
     }
 }
 

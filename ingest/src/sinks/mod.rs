@@ -64,6 +64,11 @@ pub enum SinkConfig {
 }
 
 impl SinkConfig {
+    /// `configured`, or a file sink writing to `dir` when none is configured.
+    pub fn or_file(configured: &[SinkConfig], dir: &std::path::Path) -> Vec<SinkConfig> {
+        if configured.is_empty() { vec![SinkConfig::File { dir: dir.to_path_buf() }] } else { configured.to_vec() }
+    }
+
     /// A stable name for the sink's cursor in the spool and for logs: the
     /// kind and its target, so reordering the list keeps each cursor.
     pub fn name(&self) -> String {

@@ -29,7 +29,7 @@ use gridcast_ingest::sinks::{HttpOptions, SinkConfig};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use serde_json::Value;
 
-use support::gridcast::{GridcastProcess, model_tag, predict_config_toml, shipped_model};
+use support::gridcast::{GridcastProcess, PredictToml, model_tag, shipped_model};
 use support::meter::{close, expected_minutes, simulated_readings};
 use support::{eventually, influx_create_database, influxql_query, influxql_values, shared_servers, unique};
 
@@ -72,7 +72,7 @@ async fn every_panel_query_returns_data_from_real_influxdb() {
     let ingest = gridcast_ingest::Ingest::start(config).await.unwrap();
     ingest.subscribed(Duration::from_secs(10)).await.unwrap();
     // The predictor reads the raw readings only, beside ingest, as deployed.
-    let predict_config = predict_config_toml(&servers, dir.path(), &format!("{topic_prefix}/raw/#"), &database);
+    let predict_config = PredictToml::new(&servers, dir.path(), &format!("{topic_prefix}/raw/#"), &database).to_toml();
     let mut predict = tokio::task::block_in_place(|| {
         let mut predict = GridcastProcess::start("predict", dir.path(), &predict_config, &[]);
         predict.wait_subscribed(1);

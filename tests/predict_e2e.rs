@@ -25,7 +25,7 @@ use gridcast_ingest::simulate::{PublishOptions, PublishReport, SimReading, publi
 use gridcast_predictor::triplet::{Compression, Triplet, decode_batch};
 
 use support::blob::{Blob, LateMoto};
-use support::gridcast::{GridcastProcess, model_version, shipped_model};
+use support::gridcast::{GridcastProcess, PredictToml, model_version, shipped_model};
 use support::meter::{Expected, expected_minutes, simulated_readings};
 use support::{INFLUX_DB, SharedServers, eventually, free_port, influxql_values, shared_servers, unique};
 
@@ -58,55 +58,22 @@ impl Run {
         let topic_prefix = unique("predict/raw");
         let measurement = unique("prediction");
         let prefix = unique("triplets");
-        let config = format!(
-            r#"
-[mqtt]
-host = "127.0.0.1"
-port = {mqtt_port}
-client_id = "{client_id}"
-topics = ["{topic_prefix}/#"]
-
-[predict]
-model = "{model}"
-model_poll_secs = 1
-measurement = "{measurement}"
-idle_close_secs = 5
-stats_interval_secs = 2
-
-[judge]
-rule = "absolute"
-threshold_w = 50.0
-
-[spool]
-dir = "{spool}"
-
-[http]
-listen = "127.0.0.1:{http_port}"
-
-[[sinks]]
-kind = "influxdb_v1"
-url = "{influx}"
-database = "{INFLUX_DB}"
-
-[upload]
-prefix = "{prefix}"
-device = "{DEVICE}"
-batch_max = 10
-batch_interval_secs = 1
-compression = "{compression}"
-retry_min_ms = 200
-retry_max_ms = 2000
-{upload}"#,
-            mqtt_port = servers.mqtt.port(),
-            client_id = unique("predict"),
-            spool = dir.path().join("spool").display(),
-            influx = servers.influxdb_v1,
-            upload = blob.upload_toml(),
-            compression = match compression {
-                Compression::Gzip => "gzip",
-                Compression::Zstd => "zstd",
-            },
+        let compression_name = match compression {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        };
+        let mut config = PredictToml::new(&servers, dir.path(), &format!("{topic_prefix}/#"), INFLUX_DB);
+        config.model = model.to_string();
+        config.model_poll_secs = 1;
+        config.measurement = measurement.clone();
+        config.idle_close_secs = 5;
+        config.spool = dir.path().join("spool");
+        config.http_listen = format!("127.0.0.1:{http_port}");
+        config.upload = format!(
+            "prefix = \"{prefix}\"\ndevice = \"{DEVICE}\"\nbatch_max = 10\ncompression = \"{compression_name}\"\n{}",
+            blob.upload_toml()
         );
+        let config = config.to_toml();
         let mut predict = GridcastProcess::start("predict", dir.path(), &config, env);
         predict.wait_subscribed(1);
         Run { dir, servers, predict, http_port, topic_prefix, measurement, prefix, blob, compression }

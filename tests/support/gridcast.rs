@@ -128,17 +128,55 @@ pub fn model_tag(path: &Path) -> String {
     model_version(&bytes)[..16].to_string()
 }
 
-/// A `gridcast predict` config for tests that need its InfluxDB output but
-/// no particular blob store: readings from the shared Mosquitto on
-/// `topic_filter`, the shipped model, predictions to the shared InfluxDB 1.x
-/// database `database` (which must exist) in the default measurement
-/// `gridcast_prediction`, the absolute rule at 50 W (household minutes cross
-/// it often, so some predictions are mispredicted), an interval closed after
-/// 2 s without readings, spools and a `file://` triplet store under `dir`,
-/// no HTTP server.
-pub fn predict_config_toml(servers: &SharedServers, dir: &Path, topic_filter: &str, database: &str) -> String {
-    format!(
-        r#"
+/// A `gridcast predict` config for tests: readings from the shared
+/// Mosquitto on `topic_filter`, the shipped model, predictions to the shared
+/// InfluxDB 1.x database `database` (which must exist), the absolute rule at
+/// 50 W (household minutes cross it often, so some predictions are
+/// mispredicted), uploads retried every 200 ms to 2 s. The defaults of
+/// [`PredictToml::new`] suit tests that need its InfluxDB output but no
+/// particular blob store; tests change the fields before [`PredictToml::to_toml`].
+pub struct PredictToml {
+    pub mqtt: std::net::SocketAddr,
+    pub client_id: String,
+    pub topic_filter: String,
+    /// A path or an object-store URL.
+    pub model: String,
+    pub model_poll_secs: u64,
+    pub measurement: String,
+    pub idle_close_secs: u64,
+    pub spool: PathBuf,
+    /// `[http] listen`; empty: no HTTP server.
+    pub http_listen: String,
+    pub influx: String,
+    pub database: String,
+    /// The `[upload]` keys besides batching and retries (`url` and options last).
+    pub upload: String,
+}
+
+impl PredictToml {
+    /// The measurement `gridcast_prediction`, an interval closed after 2 s
+    /// without readings, spools and a `file://` triplet store under `dir`,
+    /// no HTTP server.
+    pub fn new(servers: &SharedServers, dir: &Path, topic_filter: &str, database: &str) -> PredictToml {
+        PredictToml {
+            mqtt: servers.mqtt,
+            client_id: super::unique("predict"),
+            topic_filter: topic_filter.to_string(),
+            model: shipped_model().display().to_string(),
+            model_poll_secs: 5,
+            measurement: "gridcast_prediction".into(),
+            idle_close_secs: 2,
+            spool: dir.join("predict-spool"),
+            http_listen: String::new(),
+            influx: servers.influxdb_v1.clone(),
+            database: database.to_string(),
+            upload: format!("url = \"file://{}\"\n", dir.join("triplets").display()),
+        }
+    }
+
+    pub fn to_toml(&self) -> String {
+        format!(
+            r#"
 [mqtt]
 host = "{host}"
 port = {port}
@@ -147,7 +185,9 @@ topics = ["{topic_filter}"]
 
 [predict]
 model = "{model}"
-idle_close_secs = 2
+model_poll_secs = {model_poll_secs}
+measurement = "{measurement}"
+idle_close_secs = {idle_close_secs}
 stats_interval_secs = 2
 
 [judge]
@@ -158,7 +198,7 @@ threshold_w = 50.0
 dir = "{spool}"
 
 [http]
-listen = ""
+listen = "{http_listen}"
 
 [[sinks]]
 kind = "influxdb_v1"
@@ -166,17 +206,23 @@ url = "{influx}"
 database = "{database}"
 
 [upload]
-url = "file://{triplets}"
 batch_interval_secs = 1
 retry_min_ms = 200
 retry_max_ms = 2000
-"#,
-        host = servers.mqtt.ip(),
-        port = servers.mqtt.port(),
-        client_id = super::unique("predict"),
-        model = shipped_model().display(),
-        spool = dir.join("predict-spool").display(),
-        influx = servers.influxdb_v1,
-        triplets = dir.join("triplets").display(),
-    )
+{upload}"#,
+            host = self.mqtt.ip(),
+            port = self.mqtt.port(),
+            client_id = self.client_id,
+            topic_filter = self.topic_filter,
+            model = self.model,
+            model_poll_secs = self.model_poll_secs,
+            measurement = self.measurement,
+            idle_close_secs = self.idle_close_secs,
+            spool = self.spool.display(),
+            http_listen = self.http_listen,
+            influx = self.influx,
+            database = self.database,
+            upload = self.upload,
+        )
+    }
 }

@@ -13,11 +13,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use gridcast_ingest::simulate::{Generator, GeneratorConfig, PublishOptions, Series, Start, publish};
+use gridcast_edge::http::ServeError;
+use gridcast_edge::spool::depth_of;
 use gridcast_ingest::{Ingest, config};
 use gridcast_predictor::judge::Rule;
 use gridcast_predictor::metrics::Metrics;
 use gridcast_predictor::{PredictConfig, Predictor};
+use gridcast_simulator::{Generator, GeneratorConfig, PublishOptions, Series, Start, publish};
 
 /// Run the edge path end to end on this machine, with simulated meters.
 #[derive(Debug, clap::Args)]
@@ -71,7 +73,14 @@ pub async fn run(args: DemoArgs, shutdown: impl std::future::Future<Output = ()>
         sinks.join(", ")
     );
 
-    let ingest = Ingest::start(config.clone()).await?;
+    let ingest = match Ingest::start(config.clone()).await {
+        Ok(ingest) => ingest,
+        Err(e) if e.downcast_ref::<ServeError>().is_some() => {
+            println!("ingest: {e}; running without /metrics");
+            Ingest::start(gridcast_ingest::IngestConfig { http: Default::default(), ..config.clone() }).await?
+        }
+        Err(e) => return Err(e),
+    };
     ingest.subscribed(Duration::from_secs(10)).await?;
     let predictor = start_predictor(&config).await?;
     predictor.subscribed(Duration::from_secs(10)).await?;
@@ -95,7 +104,7 @@ pub async fn run(args: DemoArgs, shutdown: impl std::future::Future<Output = ()>
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         let now = ingest.stats.snapshot();
-        let depth = ingest.spool.depth().unwrap_or_default();
+        let depth = depth_of(&ingest.spool).await;
         println!("{}", gridcast_ingest::run::summary_line(&last, &now, last_at.elapsed(), &depth));
         last = now.clone();
         last_at = Instant::now();
@@ -126,11 +135,11 @@ pub async fn run(args: DemoArgs, shutdown: impl std::future::Future<Output = ()>
     while Instant::now() < deadline
         && !(Metrics::get(&m.intervals) >= report.windows_closed
             && predictor.triplets.depth() == 0
-            && predictor.stream.depth().unwrap_or_default().point_records == 0)
+            && depth_of(&predictor.spool).await.point_records == 0)
     {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    println!("predictor: {}", gridcast_predictor::run::summary_line(&m));
+    println!("predictor: {}", gridcast_predictor::run::summary_line(&m, &predictor.stats));
     predictor.stop().await?;
     if published_done {
         match publisher.await? {
@@ -171,7 +180,7 @@ async fn start_predictor(ingest: &config::IngestConfig) -> anyhow::Result<Predic
     );
     match Predictor::start(config.clone()).await {
         Ok(p) => Ok(p),
-        Err(e) if e.to_string().contains("/metrics") => {
+        Err(e) if e.downcast_ref::<ServeError>().is_some() => {
             println!("predictor: {e}; running without /metrics");
             config.http.listen.clear();
             Predictor::start(config).await

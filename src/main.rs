@@ -24,7 +24,7 @@ enum Command {
     /// Read meter readings from MQTT, average them per minute, write them to InfluxDB.
     Ingest(gridcast_ingest::cli::IngestArgs),
     /// Replay a CSV of real minute data as a meter publishing at 12 Hz.
-    Simulate(gridcast_ingest::simulate::SimulateArgs),
+    Simulate(gridcast_simulator::SimulateArgs),
     /// Predict every interval from MQTT readings; ship mispredictions to blob storage.
     Predict(gridcast_predictor::cli::PredictArgs),
     /// Run the whole path on embedded defaults: broker, simulator, ingest, files under ./data.
@@ -51,7 +51,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Ingest(args) => gridcast_ingest::cli::run(args, shutdown_signal()).await,
             Command::Simulate(args) => {
-                let report = gridcast_ingest::simulate::run(args).await?;
+                let report = gridcast_simulator::run(args).await?;
                 println!("{report}");
                 Ok(())
             }

@@ -23,9 +23,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use gridcast_core::payload::encode_one_minute;
+use gridcast_edge::sinks::{HttpOptions, SinkConfig};
 use gridcast_ingest::IngestConfig;
-use gridcast_ingest::simulate::{PublishOptions, publish, sensor_hex};
-use gridcast_ingest::sinks::{HttpOptions, SinkConfig};
+use gridcast_simulator::{PublishOptions, publish, sensor_hex};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use serde_json::Value;
 
@@ -60,6 +60,7 @@ async fn every_panel_query_returns_data_from_real_influxdb() {
     config.mqtt.client_id = unique("dash-ingest");
     config.mqtt.topics = vec![format!("{topic_prefix}/#")];
     config.spool.dir = dir.path().join("spool");
+    config.http.listen = "127.0.0.1:0".into();
     config.pipeline.idle_close_secs = 2;
     config.sinks = vec![SinkConfig::InfluxdbV1 {
         url: servers.influxdb_v1.clone(),

@@ -12,9 +12,9 @@ mod support;
 
 use std::time::Duration;
 
+use gridcast_edge::sinks::{HttpOptions, SinkConfig};
 use gridcast_ingest::IngestConfig;
-use gridcast_ingest::simulate::{PublishOptions, publish};
-use gridcast_ingest::sinks::{HttpOptions, SinkConfig};
+use gridcast_simulator::{PublishOptions, publish};
 use serde_json::Value;
 
 use support::meter::{Expected, check_influx_rows, close, expected_minutes, influx_rows, simulated_readings};
@@ -37,6 +37,7 @@ async fn every_minute_mean_in_influxdb_and_victoriametrics_equals_the_published_
     config.mqtt.client_id = unique("e2e-ingest");
     config.mqtt.topics = vec![format!("{topic_prefix}/#")];
     config.spool.dir = dir.path().join("spool");
+    config.http.listen = "127.0.0.1:0".into();
     config.pipeline.measurement = measurement.clone();
     config.pipeline.idle_close_secs = 2;
     config.sinks = vec![
@@ -104,6 +105,19 @@ async fn every_minute_mean_in_influxdb_and_victoriametrics_equals_the_published_
     assert_eq!(stats.readings, SENSORS as u64 * MINUTES as u64 * 720);
     assert_eq!(stats.decode_errors_total(), 0);
     assert_eq!(stats.late_readings, 0);
+
+    // Ingest's own /metrics and /health show the same counters.
+    let addr = ingest.http_addr.expect("ingest serves /metrics");
+    let (metrics, health) = tokio::task::spawn_blocking(move || {
+        (support::http::get(&format!("http://{addr}/metrics")), support::http::get(&format!("http://{addr}/health")))
+    })
+    .await
+    .unwrap();
+    let text = metrics.text();
+    assert!(text.contains(&format!("\ngridcast_stage_readings_total {}\n", stats.readings)), "{text}");
+    assert!(text.contains(&format!("\ngridcast_stage_windows_closed_total {}\n", stats.windows_closed)), "{text}");
+    assert!(text.contains("gridcast_sink_lines_written_total{sink=\"influxdb_v1 "), "{text}");
+    assert_eq!(health.status, 200, "{}", health.text());
     ingest.stop().await.unwrap();
 }
 
@@ -133,4 +147,31 @@ fn check_victoria_series(series: &[Value], measurement: &str, expected: &Expecte
             );
         }
     }
+}
+
+/// The sinks' start-up check names a wrong database before any data flows,
+/// and ingest does not start on it.
+#[tokio::test]
+async fn a_sink_with_a_missing_database_stops_ingest_at_start_up_naming_it() {
+    let servers = shared_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = IngestConfig::default();
+    config.mqtt.host = servers.mqtt.ip().to_string();
+    config.mqtt.port = servers.mqtt.port();
+    config.mqtt.client_id = unique("e2e-ingest-bad-db");
+    config.spool.dir = dir.path().join("spool");
+    config.http.listen = String::new();
+    config.sinks = vec![SinkConfig::InfluxdbV1 {
+        url: servers.influxdb_v1.clone(),
+        database: "no_such_database".into(),
+        retention_policy: None,
+        username: None,
+        password: None,
+        http: HttpOptions::default(),
+    }];
+    let error = match gridcast_ingest::Ingest::start(config).await {
+        Ok(_) => panic!("ingest started with a sink whose database does not exist"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains("no_such_database") && error.contains("404"), "{error}");
 }

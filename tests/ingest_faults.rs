@@ -14,7 +14,7 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use gridcast_ingest::simulate::{PublishOptions, PublishReport, SimReading, publish};
+use gridcast_simulator::{PublishOptions, PublishReport, SimReading, publish};
 
 use support::gridcast::GridcastProcess;
 use support::meter::{Expected, check_influx_rows, expected_minutes, influx_rows, simulated_readings};
@@ -108,6 +108,9 @@ stats_interval_secs = 2
 
 [spool]
 dir = "{spool}"
+
+[http]
+listen = "127.0.0.1:0"
 
 [[sinks]]
 kind = "influxdb_v1"

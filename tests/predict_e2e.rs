@@ -21,8 +21,8 @@ use std::thread;
 use std::time::Duration;
 
 use gridcast_core::model::Model;
-use gridcast_ingest::simulate::{PublishOptions, PublishReport, SimReading, publish};
 use gridcast_predictor::triplet::{Compression, Triplet, decode_batch};
+use gridcast_simulator::{PublishOptions, PublishReport, SimReading, publish};
 
 use support::blob::{Blob, LateMoto};
 use support::gridcast::{GridcastProcess, PredictToml, model_version, shipped_model};
@@ -52,6 +52,17 @@ impl Run {
 
     /// `model` is a path or an object-store URL; `env` is added to the predictor's.
     fn start_with(blob: Blob, model: &str, compression: Compression, env: &[(&str, &str)]) -> Run {
+        Run::start_bounded(blob, model, compression, env, 256 << 20)
+    }
+
+    /// As [`Run::start_with`], with the spool bound at `spool_max_bytes`.
+    fn start_bounded(
+        blob: Blob,
+        model: &str,
+        compression: Compression,
+        env: &[(&str, &str)],
+        spool_max_bytes: u64,
+    ) -> Run {
         let servers = shared_servers();
         let dir = tempfile::tempdir().unwrap();
         let http_port = free_port();
@@ -68,6 +79,7 @@ impl Run {
         config.measurement = measurement.clone();
         config.idle_close_secs = 5;
         config.spool = dir.path().join("spool");
+        config.spool_max_bytes = spool_max_bytes;
         config.http_listen = format!("127.0.0.1:{http_port}");
         config.upload = format!(
             "prefix = \"{prefix}\"\ndevice = \"{DEVICE}\"\nbatch_max = 10\ncompression = \"{compression_name}\"\n{}",
@@ -450,4 +462,59 @@ fn a_model_in_s3_is_served_swapped_and_a_corrupt_one_refused() {
     assert!(health().contains(&version(&challenger)), "{}", health());
     run.wait_settled(SENSORS as u64 * (MINUTES as u64 - 1));
     assert_eq!(run.metric("unjudged_total"), 0.0);
+}
+
+/// The spool bound: with the store down, triplets fill a small spool; the
+/// predictor then stops taking (and acknowledging) messages, so the broker
+/// keeps them. When the store comes back and the triplets are uploaded,
+/// space returns and every reading, prediction and triplet arrives: nothing
+/// lost, nothing twice.
+#[test]
+fn a_full_spool_holds_messages_at_the_broker_and_nothing_is_lost_when_space_returns() {
+    const MINUTES: usize = 30;
+    let store_dir = tempfile::tempdir().unwrap();
+    let mut moto = LateMoto::new(store_dir.path());
+    let model = shipped_model().display().to_string();
+    // A few triplets' worth (each is about 1 kB of JSON).
+    const BOUND: u64 = 2048;
+    let blob = Blob::S3 { endpoint: moto.endpoint() };
+    let mut run = Run::start_bounded(blob, &model, Compression::Gzip, &[], BOUND);
+    let readings = simulated_readings(SENSORS, MINUTES);
+    let total_readings = readings.len() as f64;
+    let expected = expected_minutes(&readings);
+    let report = run.publish(readings, 0.0).join().unwrap();
+    assert_eq!(report.messages_acked, report.messages_published);
+
+    // Prediction lines leave for InfluxDB, triplets cannot: the spool stays
+    // at its bound once the triplets alone reach it.
+    eventually(Duration::from_secs(60), "the spool held at its bound by triplets, and saying so", || {
+        let stalled = run.metric("spool_waiting_bytes") >= BOUND as f64 && run.metric("spool_full_waits_total") >= 1.0;
+        stalled.then_some(())
+    });
+    let read_while_full = run.metric("readings_total");
+    assert!(read_while_full < total_readings, "the broker still holds messages: {read_while_full} of {total_readings}");
+    assert!(run.predict.log().contains("spool is full: not acknowledging MQTT messages"));
+
+    moto.start();
+    let judged = SENSORS as u64 * (MINUTES as u64 - 1);
+    run.wait_settled(judged);
+    assert_eq!(run.metric("readings_total"), total_readings, "every reading taken once");
+    assert_eq!(run.metric("predictions_total") as u64, SENSORS as u64 * MINUTES as u64);
+    let rows = eventually(Duration::from_secs(30), "every judged prediction in InfluxDB", || {
+        let rows = run.influx_rows();
+        (rows.len() as u64 == judged).then_some(rows)
+    });
+    let flagged: BTreeSet<(String, i64)> = rows
+        .iter()
+        .filter(|r| r[6].as_bool().unwrap())
+        .map(|r| (r[1].as_str().unwrap().to_string(), r[0].as_i64().unwrap()))
+        .collect();
+    let triplets = run.triplets();
+    let keys: BTreeSet<(String, i64)> = triplets.iter().map(|(_, t)| (t.sensor.clone(), t.interval_start_ms)).collect();
+    assert_eq!(keys.len(), triplets.len(), "a triplet is in the bucket twice");
+    assert_eq!(keys, flagged, "the bucket and InfluxDB's flagged minutes disagree");
+    let version = model_version(&std::fs::read(shipped_model()).unwrap());
+    for (_, t) in &triplets {
+        check_triplet(t, &expected, &version);
+    }
 }

@@ -169,6 +169,9 @@ pub enum Source {
 }
 
 impl Source {
+    /// Every source, in order.
+    pub const ALL: [Source; 3] = [Source::Raw, Source::TenSecond, Source::OneMinute];
+
     /// The value of the `source` tag in InfluxDB.
     pub const fn name(self) -> &'static str {
         match self {
@@ -176,6 +179,44 @@ impl Source {
             Source::TenSecond => "ten_second",
             Source::OneMinute => "one_minute",
         }
+    }
+
+    /// The source with this name (`raw`, `ten_second`, `one_minute`), if any.
+    pub fn from_name(name: &str) -> Option<Source> {
+        Source::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name that is not one of [`Source::ALL`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown source {0:?}, expected one of raw, ten_second, one_minute")]
+pub struct UnknownSource(pub String);
+
+impl std::str::FromStr for Source {
+    type Err = UnknownSource;
+
+    fn from_str(s: &str) -> Result<Source, UnknownSource> {
+        Source::from_name(s).ok_or_else(|| UnknownSource(s.to_string()))
+    }
+}
+
+// Like `Field`: configs name sources by their tag value.
+impl serde::Serialize for Source {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Source {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -235,6 +276,16 @@ mod tests {
             assert_eq!(f.index(), i);
             assert_eq!(Field::from_name(f.name()), Some(*f));
         }
+    }
+
+    #[test]
+    fn sources_parse_from_their_names_and_nothing_else() {
+        for source in Source::ALL {
+            assert_eq!(source.name().parse::<Source>(), Ok(source));
+            assert_eq!(serde_json::from_str::<Source>(&format!("\"{source}\"")).unwrap(), source);
+        }
+        assert_eq!("minute".parse::<Source>(), Err(UnknownSource("minute".into())));
+        assert!(serde_json::from_str::<Source>("\"minute\"").unwrap_err().to_string().contains("ten_second"));
     }
 
     #[test]

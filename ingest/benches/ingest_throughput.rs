@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use gridcast_core::payload::Decoder;
 use gridcast_core::window::{Push, Windows};
-use gridcast_ingest::simulate::{Generator, GeneratorConfig, PublishOptions, Series, Start, encode_batch, publish};
 use gridcast_ingest::{Ingest, IngestConfig};
+use gridcast_simulator::{Generator, GeneratorConfig, PublishOptions, Series, Start, encode_batch, publish};
 use serde_json::json;
 use support::{Mosquitto, machine, process_cpu_secs};
 
@@ -177,9 +177,10 @@ async fn end_to_end_run(dir: &Path, per_message: usize, total: u64) -> anyhow::R
     config.mqtt.client_id = "bench-ingest".into();
     config.mqtt.topics = vec!["bench/#".into()];
     config.spool.dir = run_dir.join("spool");
+    config.http.listen = String::new();
     config.pipeline.idle_close_secs = 1;
     config.pipeline.stats_interval_secs = 3600;
-    config.sinks = vec![gridcast_ingest::sinks::SinkConfig::File { dir: run_dir.join("lines") }];
+    config.sinks = vec![gridcast_edge::sinks::SinkConfig::File { dir: run_dir.join("lines") }];
     let ingest = Ingest::start(config).await?;
     ingest.subscribed(Duration::from_secs(10)).await?;
 

@@ -1,24 +1,21 @@
 //! `gridcast ingest` configuration: one struct per component, every field
 //! documented and defaulted, unknown keys rejected.
 //!
-//! Loaded from a TOML file (`--config`), then overridden by environment
-//! variables of the form `GRIDCAST_<SECTION>__<KEY>` (double underscore
-//! between levels, e.g. `GRIDCAST_MQTT__HOST=10.0.0.2`). Only variables with a
-//! `__` count as overrides, so unrelated `GRIDCAST_*` variables are left alone.
+//! Loaded by the edge runtime's one loader ([`gridcast_edge::config::load`]):
+//! defaults, then a TOML file (`--config`), then environment variables of the
+//! form `GRIDCAST_<SECTION>__<KEY>` (e.g. `GRIDCAST_MQTT__HOST=10.0.0.2`).
 
 use std::path::{Path, PathBuf};
 
-use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
 use gridcast_core::payload::DecoderConfig;
 use gridcast_core::window::WindowConfig;
+use gridcast_edge::config::{HttpConfig, MqttConfig, ServiceConfig};
+use gridcast_edge::sinks::SinkConfig;
 use serde::{Deserialize, Serialize};
-
-use crate::sinks::SinkConfig;
 
 /// Everything `gridcast ingest` needs. A file with only the keys that differ
 /// from the defaults is a complete config.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
     /// Where readings come from.
@@ -34,46 +31,20 @@ pub struct IngestConfig {
     /// Where closed windows are written. Empty means line-protocol files
     /// under `./data/lines` (the demo's store).
     pub sinks: Vec<SinkConfig>,
+    /// `/metrics` and `/health`.
+    pub http: HttpConfig,
 }
 
-/// The MQTT source. The session is persistent (clean_session = false) and
-/// acknowledged by hand, so the broker keeps what ingest has not durably
-/// spooled: both are fixed, not options.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct MqttConfig {
-    /// Broker host name or address.
-    pub host: String,
-    /// Broker TCP port.
-    pub port: u16,
-    /// Fixed client id: the broker keeps this session's queue while we are away.
-    pub client_id: String,
-    /// Topic filters to subscribe to (at QoS 1), re-subscribed on every connect.
-    pub topics: Vec<String>,
-    /// Keep-alive interval in seconds.
-    pub keep_alive_secs: u64,
-    /// Optional user name.
-    pub username: Option<String>,
-    /// Optional password (prefer the GRIDCAST_MQTT__PASSWORD variable).
-    pub password: Option<String>,
-    /// First reconnect delay after an error, in milliseconds; doubles up to `reconnect_max_ms`.
-    pub reconnect_min_ms: u64,
-    /// Largest reconnect delay, in milliseconds.
-    pub reconnect_max_ms: u64,
-}
-
-impl Default for MqttConfig {
+impl Default for IngestConfig {
     fn default() -> Self {
-        MqttConfig {
-            host: "127.0.0.1".into(),
-            port: 1883,
-            client_id: "gridcast-ingest".into(),
-            topics: vec!["data/realtime/feature/#".into(), "ten-second/#".into(), "one-minute/#".into()],
-            keep_alive_secs: 30,
-            username: None,
-            password: None,
-            reconnect_min_ms: 200,
-            reconnect_max_ms: 30_000,
+        IngestConfig {
+            mqtt: MqttConfig::default(),
+            decode: DecoderConfig::default(),
+            window: WindowConfig::default(),
+            pipeline: PipelineConfig::default(),
+            spool: SpoolConfig::default(),
+            sinks: Vec::new(),
+            http: HttpConfig::on("127.0.0.1:9465"),
         }
     }
 }
@@ -112,7 +83,8 @@ pub struct SpoolConfig {
     /// Folder of the spool database.
     pub dir: PathBuf,
     /// Most bytes of closed windows waiting for sinks. When full, ingest stops
-    /// acknowledging MQTT messages (the broker keeps them) and says so in the log.
+    /// acknowledging MQTT messages (the broker keeps them) and says so in the
+    /// log and in `/metrics`.
     pub max_bytes: u64,
 }
 
@@ -124,34 +96,15 @@ impl Default for SpoolConfig {
 
 /// Load a config: defaults, then the file (if any), then the environment.
 pub fn load(path: Option<&Path>) -> anyhow::Result<IngestConfig> {
-    let mut figment = Figment::from(Serialized::defaults(IngestConfig::default()));
-    if let Some(path) = path {
-        if !path.exists() {
-            anyhow::bail!("config file {} does not exist", path.display());
-        }
-        figment = figment.merge(Toml::file(path));
-    }
-    figment = figment.merge(env_overrides());
-    let config: IngestConfig = figment.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    config.validate()?;
-    Ok(config)
+    gridcast_edge::config::load(path)
 }
 
-impl IngestConfig {
-    /// Checks serde cannot express: values that parse but cannot work.
-    pub fn validate(&self) -> anyhow::Result<()> {
+impl ServiceConfig for IngestConfig {
+    fn validate(&self) -> anyhow::Result<()> {
         self.decode.validate().map_err(|e| anyhow::anyhow!("invalid [decode] section: {e}"))?;
         self.window.validate().map_err(|e| anyhow::anyhow!("invalid [window] section: {e}"))?;
-        if self.mqtt.topics.is_empty() {
-            anyhow::bail!("invalid [mqtt] section: topics is empty, so nothing would be read");
-        }
-        Ok(())
+        self.mqtt.validate()
     }
-}
-
-/// `GRIDCAST_<SECTION>__<KEY>` variables, as nested keys.
-fn env_overrides() -> Env {
-    Env::prefixed("GRIDCAST_").filter(|key| key.as_str().contains("__")).split("__")
 }
 
 #[cfg(test)]
@@ -167,6 +120,16 @@ mod tests {
         std::fs::write(&path, "").unwrap();
         figment::Jail::expect_with(|_| {
             assert_eq!(load(Some(&path)).unwrap(), IngestConfig::default());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/gridcast/ingest.toml");
+        figment::Jail::expect_with(|_| {
+            let config = load(Some(&path)).unwrap();
+            assert_eq!(config.http.listen, "127.0.0.1:9465");
             Ok(())
         });
     }

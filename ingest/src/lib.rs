@@ -1,22 +1,15 @@
-//! gridcast-ingest: the edge data path, as source -> transform -> sink.
+//! gridcast-ingest: the edge data path's first consumer. The edge runtime
+//! (`gridcast-edge`) takes the meter readings from MQTT, windows them per
+//! minute and commits every batch before acking it; ingest turns each closed
+//! window into a line of line protocol ([`line`]) for the sinks.
 //!
-//! - [`source::mqtt`]: rumqttc, persistent session, manual acks, backoff.
-//! - [`pipeline`]: decode and window (pure code from gridcast-core), commit
-//!   to the [`spool`], then ack.
-//! - [`sinks`]: spooled windows to InfluxDB v1/v2 or files, with retries.
+//! - [`config`]: `gridcast ingest`'s configuration;
 //! - [`run`]: the wiring; [`cli`]: the `gridcast ingest` subcommand.
-//! - [`simulate`]: a meter simulator publishing real minute data at 12 Hz.
 
-pub mod backoff;
 pub mod cli;
 pub mod config;
-pub mod pipeline;
+pub mod line;
 pub mod run;
-pub mod simulate;
-pub mod sinks;
-pub mod source;
-pub mod spool;
-pub mod stats;
 
 pub use config::IngestConfig;
 pub use run::Ingest;

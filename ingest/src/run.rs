@@ -1,121 +1,124 @@
-//! `gridcast ingest` wired together: spool, sinks, pipeline, MQTT source,
-//! and a summary log line every few seconds.
+//! `gridcast ingest` wired together: the edge runtime's spool, sinks, MQTT
+//! source and driver, with ingest's consumer of closed windows (one line of
+//! line protocol per window), `/metrics` and `/health`, and a summary log
+//! line every few seconds.
 //!
-//! Shutdown order matters: the pipeline stops first (finishing and acking
-//! its batch), then the source disconnects, then the sinks stop (whatever
-//! they had not written stays spooled for the next start).
+//! Shutdown order (see [`gridcast_edge::service`]): the driver stops first
+//! (finishing and acking its batch), then the source disconnects, then the
+//! sinks stop (whatever they had not written stays spooled for the next
+//! start).
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use gridcast_core::window::ClosedWindow;
+use gridcast_edge::http::Exposition;
+use gridcast_edge::sinks::SinkConfig;
+use gridcast_edge::sinks::task::SinkTask;
+use gridcast_edge::source::mqtt::MqttSource;
+use gridcast_edge::spool::Depth;
+use gridcast_edge::stats::Snapshot;
+use gridcast_edge::{Consumer, Driver, Output, Service, Shutdown, Spool, StageConfig, Stats};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::IngestConfig;
-use crate::pipeline::Pipeline;
-use crate::sinks::SinkConfig;
-use crate::sinks::task::SinkTask;
-use crate::source::mqtt::MqttSource;
-use crate::spool::{Depth, Spool};
-use crate::stats::{Snapshot, Stats};
+use crate::line;
 
 /// Where the demo store goes when no sink is configured.
 pub const DEFAULT_LINES_DIR: &str = "./data/lines";
-
-/// A started service (ingest, predict): the token that asks it to stop, and
-/// the task that ends once every part of it has stopped.
-pub struct Service {
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Service {
-    pub fn new(shutdown: CancellationToken, task: tokio::task::JoinHandle<anyhow::Result<()>>) -> Service {
-        Service { shutdown, task }
-    }
-
-    /// Ask every task to stop, and wait until they have.
-    pub async fn stop(self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        self.task.await?
-    }
-
-    /// Wait until the service ends on its own (an error) or `shutdown` fires.
-    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-        let Service { shutdown: token, mut task } = self;
-        tokio::select! {
-            result = &mut task => return result?,
-            _ = shutdown => tracing::info!("shutting down: finishing the current batch"),
-        }
-        token.cancel();
-        task.await?
-    }
-}
 
 /// A running ingest, for callers that want to watch it (the demo, tests).
 pub struct Ingest {
     pub stats: Arc<Stats>,
     pub spool: Arc<Spool>,
+    /// Where `/metrics` and `/health` are served, when they are.
+    pub http_addr: Option<std::net::SocketAddr>,
     service: Service,
 }
 
+/// Ingest's consumer: closed windows as line protocol for the sinks.
+struct WindowLines {
+    measurement: String,
+}
+
+impl Consumer for WindowLines {
+    type Event = std::convert::Infallible;
+    type Writes = ();
+
+    fn on_closed(&mut self, closed: Vec<ClosedWindow>) -> Output<()> {
+        Output { lines: line::write_windows(&self.measurement, &closed, Vec::new()), writes: () }
+    }
+}
+
 impl Ingest {
-    /// Open the spool, replay it, start sinks, source and pipeline.
+    /// Open the spool, replay it, start sinks, source and driver.
     pub async fn start(config: IngestConfig) -> anyhow::Result<Ingest> {
+        // Dropped on every early return below: whatever was started stops.
+        let shutdown = Shutdown::default();
         let sinks = effective_sinks(&config);
         let names: Vec<String> = sinks.iter().map(SinkConfig::name).collect();
         let spool = {
             let (dir, max) = (config.spool.dir.clone(), config.spool.max_bytes);
-            let names = names.clone();
             Arc::new(tokio::task::spawn_blocking(move || Spool::open(&dir, max, &names)).await?.map_err(|e| {
                 anyhow::anyhow!("{e} (is another gridcast ingest using {}?)", config.spool.dir.display())
             })?)
         };
         let stats = Arc::new(Stats::default());
         let (newest_tx, newest_rx) = watch::channel(0u64);
-        let mut pipeline = Pipeline::new(&config, spool.clone(), stats.clone(), newest_tx);
-        pipeline.recover().await?;
+        let stage = StageConfig {
+            decode: config.decode.clone(),
+            window: config.window,
+            only: None,
+            idle_close_ms: (config.pipeline.idle_close_secs as i64).saturating_mul(1000),
+        };
+        let consumer = WindowLines { measurement: config.pipeline.measurement.clone() };
+        let rejected_log = Some(config.spool.dir.join("rejected").join("messages.jsonl"));
+        let mut driver = Driver::new(stage, consumer, spool.clone(), stats.clone(), newest_tx, rejected_log);
+        driver.recover().await?;
 
-        let shutdown = CancellationToken::new();
-        let sinks_stop = CancellationToken::new();
-        let mut sink_handles = Vec::new();
+        let mut helpers = tokio::task::JoinSet::new();
         for sink in &sinks {
             let task = SinkTask::build(sink, config.spool.dir.join("rejected"))?;
+            task.health_check().await?;
             tracing::info!(sink = %task.name, "sink ready");
-            sink_handles.push(tokio::spawn(task.run(
-                spool.clone(),
-                newest_rx.clone(),
-                stats.clone(),
-                sinks_stop.clone(),
-            )));
+            helpers.spawn(task.run(spool.clone(), newest_rx.clone(), stats.clone(), shutdown.helpers.clone()));
+        }
+        let running = Arc::new(AtomicBool::new(false));
+        let mut http_addr = None;
+        if !config.http.listen.is_empty() {
+            let exposition =
+                Arc::new(IngestExposition { stats: stats.clone(), spool: spool.clone(), running: running.clone() });
+            let (task, addr) =
+                gridcast_edge::http::serve(&config.http.listen, exposition, shutdown.helpers.clone()).await?;
+            helpers.spawn(async move { task.await.map_err(anyhow::Error::from) });
+            http_addr = Some(addr);
         }
 
         let source = MqttSource::new(&config.mqtt);
         let client = source.client.clone();
         let (tx, rx) = mpsc::channel(65_536);
-        let source_stop = CancellationToken::new();
-        let source_handle = tokio::spawn(source.run(tx, stats.clone(), source_stop.clone()));
-        let pipeline_handle = tokio::spawn(pipeline.run(rx, client, shutdown.clone()));
-        let summary = tokio::spawn(log_summaries(
+        let (no_events, events) = mpsc::channel::<std::convert::Infallible>(1);
+        let source_handle = tokio::spawn(source.run(tx, stats.clone(), shutdown.source.clone()));
+        let batch_max = config.pipeline.batch_max_messages;
+        let driver_handle = tokio::spawn(driver.run(rx, events, client, batch_max, shutdown.driver.clone()));
+        tokio::spawn(log_summaries(
             stats.clone(),
             spool.clone(),
             Duration::from_secs(config.pipeline.stats_interval_secs.max(1)),
-            shutdown.clone(),
+            shutdown.driver.clone(),
         ));
+        running.store(true, Ordering::Relaxed);
 
+        let stop = shutdown.driver.clone();
         let task = tokio::spawn(async move {
-            let pipeline_result = pipeline_handle.await?;
-            source_stop.cancel();
-            source_handle.await??;
-            sinks_stop.cancel();
-            for handle in sink_handles {
-                handle.await??;
-            }
-            summary.abort();
-            pipeline_result
+            let _keep_open = no_events;
+            let on_driver_end = move || running.store(false, Ordering::Relaxed);
+            gridcast_edge::service::supervise(shutdown, driver_handle, source_handle, helpers, on_driver_end).await
         });
-        Ok(Ingest { stats, spool, service: Service::new(shutdown, task) })
+        Ok(Ingest { stats, spool, http_addr, service: Service::new(stop, task) })
     }
 
     /// Wait until the broker has confirmed our subscriptions: from then on
@@ -135,6 +138,31 @@ impl Ingest {
     }
 }
 
+/// Ingest's `/metrics` (the edge runtime's counters) and `/health` (up
+/// while the driver runs; the spool's fill shown, not judged).
+struct IngestExposition {
+    stats: Arc<Stats>,
+    spool: Arc<Spool>,
+    running: Arc<AtomicBool>,
+}
+
+impl Exposition for IngestExposition {
+    fn render(&self) -> String {
+        self.stats.render(self.spool.waiting_bytes(), self.spool.max_bytes())
+    }
+
+    fn health(&self) -> (bool, serde_json::Value) {
+        let running = self.running.load(Ordering::Relaxed);
+        let body = serde_json::json!({
+            "status": if running { "ok" } else { "unavailable" },
+            "running": running,
+            "spool_full": self.spool.is_full(),
+            "spool_waiting_bytes": self.spool.waiting_bytes(),
+        });
+        (running, body)
+    }
+}
+
 /// The configured sinks, or the line-protocol folder when there are none.
 pub fn effective_sinks(config: &IngestConfig) -> Vec<SinkConfig> {
     SinkConfig::or_file(&config.sinks, Path::new(DEFAULT_LINES_DIR))
@@ -149,7 +177,7 @@ async fn log_summaries(stats: Arc<Stats>, spool: Arc<Spool>, every: Duration, sh
             _ = tokio::time::sleep(every) => {}
         }
         let now = stats.snapshot();
-        let depth = spool.depth().unwrap_or_default();
+        let depth = gridcast_edge::spool::depth_of(&spool).await;
         tracing::info!("{}", summary_line(&last, &now, last_at.elapsed(), &depth));
         last = now;
         last_at = Instant::now();

@@ -26,9 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gridcast_ingest::simulate::{
-    Generator, GeneratorConfig, PublishOptions, READINGS_PER_SECOND, Series, Start, publish,
-};
+use gridcast_simulator::{Generator, GeneratorConfig, PublishOptions, READINGS_PER_SECOND, Series, Start, publish};
 use serde_json::json;
 use support::{Mosquitto, load_average, machine, process_cpu_secs, status_kib, system_busy_secs};
 

@@ -1,18 +1,18 @@
 //! `gridcast predict` configuration: one struct per component, every field
 //! documented and defaulted, unknown keys rejected.
 //!
-//! Loaded like ingest's: defaults, then a TOML file (`--config`), then
-//! `GRIDCAST_<SECTION>__<KEY>` environment variables (e.g.
-//! `GRIDCAST_UPLOAD__URL=s3://bucket`). The MQTT section and the sinks are
-//! ingest's own types: the same broker settings and InfluxDB writers.
+//! Loaded like ingest's, by the edge runtime's one loader: defaults, then a
+//! TOML file (`--config`), then `GRIDCAST_<SECTION>__<KEY>` environment
+//! variables (e.g. `GRIDCAST_UPLOAD__URL=s3://bucket`). The MQTT, HTTP and
+//! sink sections are the edge runtime's: the same broker settings and
+//! InfluxDB writers as ingest.
 
 use std::path::{Path, PathBuf};
 
-use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
+use gridcast_core::Source;
 use gridcast_core::payload::DecoderConfig;
-use gridcast_ingest::config::MqttConfig;
-use gridcast_ingest::sinks::SinkConfig;
+use gridcast_edge::config::{HttpConfig, MqttConfig, ServiceConfig};
+use gridcast_edge::sinks::SinkConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::judge::Rule;
@@ -36,7 +36,8 @@ pub struct PredictConfig {
     /// being merged into it (the rules have different keys).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub judge: Option<Rule>,
-    /// The local disk spools (windows journal, prediction lines, triplets).
+    /// The local disk spool (windows journal, prediction lines, triplets,
+    /// sensor states: one database, one transaction per batch).
     pub spool: SpoolConfig,
     /// Where triplets go: blob storage.
     pub upload: UploadConfig,
@@ -57,7 +58,7 @@ impl Default for PredictConfig {
             spool: SpoolConfig::default(),
             upload: UploadConfig::default(),
             sinks: Vec::new(),
-            http: HttpConfig::default(),
+            http: HttpConfig::on("127.0.0.1:9464"),
         }
     }
 }
@@ -71,7 +72,7 @@ pub struct PredictSection {
     /// How far behind the newest reading a reading may arrive and still count.
     pub lateness_secs: u32,
     /// Which readings are averaged: `raw` (12 Hz), `ten_second` or `one_minute`.
-    pub source: String,
+    pub source: Source,
     /// The model: a file path, or an object-store URL (`s3://bucket/models/m.gcm`).
     pub model: String,
     /// Seconds between checks of the model source for a new model.
@@ -91,7 +92,7 @@ impl Default for PredictSection {
         PredictSection {
             interval_secs: 60,
             lateness_secs: 5,
-            source: "raw".into(),
+            source: Source::Raw,
             model: "models/default.gcm".into(),
             model_poll_secs: 5,
             measurement: "gridcast_prediction".into(),
@@ -102,14 +103,16 @@ impl Default for PredictSection {
     }
 }
 
-/// The local spools.
+/// The local spool.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SpoolConfig {
-    /// Folder of the spools (`stream/`: readings journal and prediction
-    /// lines; `triplets/`: mispredictions and per-sensor state).
+    /// Folder of the spool (`stream/spool.redb`: readings journal,
+    /// prediction lines, triplets and per-sensor state).
     pub dir: PathBuf,
-    /// Most bytes of prediction lines waiting for the sinks.
+    /// Most bytes of prediction lines and triplets waiting for the sinks and
+    /// the blob store. At the bound, predict stops acknowledging MQTT
+    /// messages (the broker keeps them) until they are delivered.
     pub max_bytes: u64,
 }
 
@@ -163,33 +166,9 @@ impl Default for UploadConfig {
     }
 }
 
-/// The HTTP endpoint.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
-    /// Address of `/metrics` and `/health`; empty disables the server.
-    pub listen: String,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig { listen: "127.0.0.1:9464".into() }
-    }
-}
-
 /// Load a config: defaults, then the file (if any), then the environment.
 pub fn load(path: Option<&Path>) -> anyhow::Result<PredictConfig> {
-    let mut figment = Figment::from(Serialized::defaults(PredictConfig::default()));
-    if let Some(path) = path {
-        if !path.exists() {
-            anyhow::bail!("config file {} does not exist", path.display());
-        }
-        figment = figment.merge(Toml::file(path));
-    }
-    figment = figment.merge(Env::prefixed("GRIDCAST_").filter(|k| k.as_str().contains("__")).split("__"));
-    let config: PredictConfig = figment.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    config.validate()?;
-    Ok(config)
+    gridcast_edge::config::load(path)
 }
 
 impl PredictConfig {
@@ -197,22 +176,15 @@ impl PredictConfig {
     pub fn rule(&self) -> Rule {
         self.judge.clone().unwrap_or_default()
     }
+}
 
-    /// Checks serde cannot express.
-    pub fn validate(&self) -> anyhow::Result<()> {
+impl ServiceConfig for PredictConfig {
+    fn validate(&self) -> anyhow::Result<()> {
         self.decode.validate().map_err(|e| anyhow::anyhow!("invalid [decode] section: {e}"))?;
         self.rule().validate().map_err(|e| anyhow::anyhow!("invalid [judge] section: {e}"))?;
-        if self.mqtt.topics.is_empty() {
-            anyhow::bail!("invalid [mqtt] section: topics is empty, so nothing would be read");
-        }
+        self.mqtt.validate()?;
         if self.predict.interval_secs == 0 {
             anyhow::bail!("invalid [predict] section: interval_secs must be > 0 (10 or 60)");
-        }
-        if crate::run::source_from_name(&self.predict.source).is_none() {
-            anyhow::bail!(
-                "invalid [predict] section: source {:?} is not one of raw, ten_second, one_minute",
-                self.predict.source
-            );
         }
         if self.upload.device.is_empty() || self.upload.device.contains('/') {
             anyhow::bail!("invalid [upload] section: device must be a non-empty name without '/'");
@@ -237,6 +209,16 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/gridcast/predict.toml");
+        figment::Jail::expect_with(|_| {
+            let config = load(Some(&path)).unwrap();
+            assert_eq!(config.spool.max_bytes, 256 << 20);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn judge_and_upload_sections_parse_and_unknown_keys_fail() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
@@ -246,6 +228,9 @@ mod tests {
             let c = load(Some(Path::new("p.toml"))).unwrap();
             assert_eq!(c.rule(), Rule::Absolute { threshold_w: 25.0 });
             assert_eq!(c.upload.compression, Compression::Zstd);
+            jail.create_file("s.toml", "[predict]\nsource = \"hourly\"\n")?;
+            let err = load(Some(Path::new("s.toml"))).unwrap_err().to_string();
+            assert!(err.contains("hourly") && err.contains("ten_second"), "{err}");
             jail.create_file("q.toml", "[upload]\nbucket = \"x\"\n")?;
             let err = load(Some(Path::new("q.toml"))).unwrap_err().to_string();
             assert!(err.contains("bucket"), "{err}");

@@ -2,13 +2,14 @@
 //!
 //! For every closed interval, in order: judge the prediction that targeted
 //! it (if any), feed it to the features, predict the interval `horizon`
-//! ahead, and remember it. No I/O, no clock: the loop in `run.rs` persists
-//! [`SensorState`] in the triplet spool with the triplets it produced, and a
-//! restart rebuilds the feature state by replaying the stored history.
+//! ahead, and remember it. No I/O, no clock: the consumer in `run.rs`
+//! persists [`SensorState`] in the spool, in the same transaction as the
+//! triplets it produced and the batch behind them, and a restart rebuilds
+//! the feature state by replaying the stored history.
 //!
-//! An interval at or before the last one seen is ignored: after a crash
-//! between the two spool commits the broker redelivers readings of an
-//! interval already judged, and judging it twice would duplicate a triplet.
+//! An interval at or before the last one seen is ignored: judging one twice
+//! would duplicate a triplet. (The one-transaction spool already keeps a
+//! redelivery from closing an interval twice; this is the second line.)
 
 use std::collections::VecDeque;
 

@@ -1,15 +1,16 @@
 //! gridcast-predictor: the edge predictor, as source -> features -> model ->
 //! judge -> spool -> blob store.
 //!
-//! - source: ingest's MQTT source and decoder, core's windows (per interval).
+//! - source: the edge runtime (`gridcast-edge`): MQTT, decoding, per-interval
+//!   windows, one spool transaction per batch, commit before ack.
 //! - [`forecast`]: per sensor, core's streaming features and the model;
 //!   [`judge`]: the misprediction rule (pure).
-//! - [`spool`]: mispredicted [`triplet`]s and sensor states on disk, durable
-//!   before the MQTT messages are acknowledged.
+//! - [`spool`]: mispredicted [`triplet`]s and sensor states, tables of the
+//!   edge spool written in each batch's one transaction.
 //! - [`uploader`]: batches of triplets to blob storage ([`store`]), under
 //!   idempotent keys.
 //! - [`model_source`]: model loading, validation and hot reload.
-//! - [`metrics`]: `/metrics` and `/health`; [`run`]: the wiring and the loop;
+//! - [`metrics`]: the predictor's counters; [`run`]: the consumer and the wiring;
 //!   [`cli`]: the `gridcast predict` subcommand.
 
 pub mod cli;

@@ -1,6 +1,6 @@
 //! The uploader: triplet batches from the spool to blob storage.
 //!
-//! Loop: take the next batch ([`TripletSpool::next_batch`]: the same bounds
+//! Loop: take the next batch ([`TripletQueue::next_batch`]: the same bounds
 //! until it is stored, even across restarts), encode it as compressed NDJSON,
 //! put it under the key made from its bounds with `PutMode::Overwrite`, and
 //! only then delete it from the spool. A failed put is retried with
@@ -12,14 +12,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gridcast_ingest::backoff::Backoff;
+use gridcast_edge::backoff::Backoff;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::UploadConfig;
 use crate::metrics::Metrics;
-use crate::spool::TripletSpool;
+use crate::spool::TripletQueue;
 use crate::store;
 use crate::triplet::{encode_batch, object_key};
 
@@ -39,7 +39,7 @@ impl Uploader {
     /// Run until `shutdown`. `wake` is notified when triplets were spooled.
     pub async fn run(
         self,
-        spool: Arc<TripletSpool>,
+        spool: Arc<TripletQueue>,
         wake: Arc<Notify>,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,

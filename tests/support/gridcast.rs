@@ -145,6 +145,8 @@ pub struct PredictToml {
     pub measurement: String,
     pub idle_close_secs: u64,
     pub spool: PathBuf,
+    /// `[spool] max_bytes`: what may wait for the sinks and the store.
+    pub spool_max_bytes: u64,
     /// `[http] listen`; empty: no HTTP server.
     pub http_listen: String,
     pub influx: String,
@@ -167,6 +169,7 @@ impl PredictToml {
             measurement: "gridcast_prediction".into(),
             idle_close_secs: 2,
             spool: dir.join("predict-spool"),
+            spool_max_bytes: 256 << 20,
             http_listen: String::new(),
             influx: servers.influxdb_v1.clone(),
             database: database.to_string(),
@@ -196,6 +199,7 @@ threshold_w = 50.0
 
 [spool]
 dir = "{spool}"
+max_bytes = {spool_max_bytes}
 
 [http]
 listen = "{http_listen}"
@@ -219,6 +223,7 @@ retry_max_ms = 2000
             measurement = self.measurement,
             idle_close_secs = self.idle_close_secs,
             spool = self.spool.display(),
+            spool_max_bytes = self.spool_max_bytes,
             http_listen = self.http_listen,
             influx = self.influx,
             database = self.database,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use super::{INFLUX_DB, influxql_values};
-use gridcast_ingest::simulate::{Generator, GeneratorConfig, Series, SimReading, Start, sensor_hex};
+use gridcast_simulator::{Generator, GeneratorConfig, Series, SimReading, Start, sensor_hex};
 
 /// The credited real-data sample shipped in the repository.
 pub fn sample_csv() -> PathBuf {

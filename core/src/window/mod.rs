@@ -84,6 +84,20 @@ pub struct WindowKey {
     pub source: Source,
 }
 
+impl WindowKey {
+    /// The key as one string, for a spool's table key: sensor and source,
+    /// separated by the ASCII unit separator (no sensor id contains it).
+    pub fn encode(&self) -> String {
+        format!("{}\u{1f}{}", self.sensor, self.source.name())
+    }
+
+    /// The inverse of [`WindowKey::encode`]; `None` for anything else.
+    pub fn decode(s: &str) -> Option<WindowKey> {
+        let (sensor, source) = s.split_once('\u{1f}')?;
+        Some(WindowKey { sensor: SensorId::new(sensor), source: Source::from_name(source)? })
+    }
+}
+
 /// A window that will not change any more: its statistics, ready to write.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClosedWindow {
@@ -202,9 +216,10 @@ impl Windows {
 
     /// Index of the key's state, created if new.
     fn state_index(&mut self, sensor: &SensorId, source: Source) -> usize {
-        // (No let-chains: the workspace's rust-version is 1.85.)
-        let hit = self.states.get(self.last);
-        if hit.is_some_and(|st| st.key.source == source && st.key.sensor == *sensor) {
+        if let Some(st) = self.states.get(self.last)
+            && st.key.source == source
+            && st.key.sensor == *sensor
+        {
             return self.last;
         }
         let slot = source_slot(source);

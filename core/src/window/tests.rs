@@ -34,6 +34,14 @@ fn key(sensor: &str) -> WindowKey {
 }
 
 #[test]
+fn window_keys_round_trip_through_their_spool_form() {
+    let key = WindowKey { sensor: SensorId::new("60a3aec3d2dd9849d6935976"), source: Source::TenSecond };
+    assert_eq!(WindowKey::decode(&key.encode()), Some(key));
+    assert_eq!(WindowKey::decode("no separator"), None);
+    assert_eq!(WindowKey::decode("s\u{1f}hourly"), None);
+}
+
+#[test]
 fn windows_close_at_the_watermark_not_before() {
     let mut w = windows();
     assert_eq!(push(&mut w, "a", T0 + 10_000), Push::Accepted);

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gridcast_ingest::simulate::{
+use gridcast_simulator::{
     Generator, GeneratorConfig, PublishOptions, PublishReport, RECORD_LEN, Series, Start, encode_batch, publish,
 };
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};

@@ -2,7 +2,7 @@
 //! one sensor per MQTT message (12 = one second of one sensor), their 70-byte
 //! records concatenated. Pure; `publish` wraps the readings in [`Batches`].
 
-use super::generator::SimReading;
+use crate::generator::SimReading;
 
 /// Groups readings into messages of up to `per_message` readings of one
 /// sensor, as a gateway that batches does (12 = one second of one sensor).

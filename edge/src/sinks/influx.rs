@@ -14,18 +14,37 @@ use reqwest::StatusCode;
 
 use super::{HttpOptions, SinkConfig};
 
-/// Why a write failed, and whether trying again can help.
+/// Why a write failed, and what to do about it ([`classify`]).
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    /// The server was unreachable, timed out, or answered 5xx/429: retry.
+    /// The server was unreachable, timed out, or answered 5xx/429/408: retry.
     #[error("{0}")]
     Retryable(String),
-    /// The server refused the data (4xx): retrying the same bytes cannot help.
+    /// The server refused this batch (400, 413, 422, ...): retrying the same
+    /// bytes cannot help; the batch is set aside and the sink goes on.
     #[error("server rejected the write with {status}: {body}")]
     Rejected { status: u16, body: String },
-    /// The sink is misconfigured (bad URL).
+    /// The sink is misconfigured: a bad URL, or the server answered 401,
+    /// 403 or 404 (wrong credentials, database, org or bucket). No batch
+    /// can succeed: the sink stops loudly and its data stays spooled.
     #[error("{0}")]
     Config(String),
+}
+
+/// The retry classifier, as vector's `sinks/util/retries.rs`: what an HTTP
+/// status means for the batch that got it.
+pub fn classify(status: StatusCode, url: &str, body: String) -> WriteError {
+    match status.as_u16() {
+        401 | 403 => WriteError::Config(format!(
+            "{url} answered {status}: {body} (check the sink's credentials: username/password or token)"
+        )),
+        404 => WriteError::Config(format!(
+            "{url} answered {status}: {body} (check the sink's url and its database, or org and bucket)"
+        )),
+        408 | 429 => WriteError::Retryable(format!("POST {url} answered {status}: {body}")),
+        _ if status.is_server_error() => WriteError::Retryable(format!("POST {url} answered {status}: {body}")),
+        code => WriteError::Rejected { status: code, body },
+    }
 }
 
 /// An HTTP line-protocol writer for one InfluxDB-compatible endpoint.
@@ -95,13 +114,16 @@ impl InfluxWriter {
             return Ok(());
         }
         let body = response.text().await.unwrap_or_default();
-        let body: String = body.chars().take(500).collect();
-        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT
-        {
-            Err(WriteError::Retryable(format!("POST {} answered {status}: {body}", self.redacted_url())))
-        } else {
-            Err(WriteError::Rejected { status: status.as_u16(), body })
-        }
+        let body: String = body.trim().chars().take(500).collect();
+        Err(classify(status, &self.redacted_url(), body))
+    }
+
+    /// The start-up check: an empty write. InfluxDB 1.x answers 404 for a
+    /// missing database and 401 for bad credentials, 2.x/3.x 404 for a
+    /// missing org or bucket and 401 for a bad token; VictoriaMetrics 204.
+    /// Nothing is stored.
+    pub async fn health_check(&self) -> Result<(), WriteError> {
+        self.write(b"").await
     }
 
     /// The write URL without credentials, for logs.
@@ -155,6 +177,21 @@ mod tests {
         let w = InfluxWriter::from_config(&config).unwrap().unwrap();
         assert_eq!(w.write_url.as_str(), "http://h:8428/insert/api/v2/write?org=o&bucket=b&precision=ms");
         assert_eq!(w.authorization.as_deref(), Some("Token t"));
+    }
+
+    #[test]
+    fn statuses_are_classified_as_retry_set_aside_or_stop() {
+        let c = |code: u16| classify(StatusCode::from_u16(code).unwrap(), "u", "b".into());
+        for code in [500, 502, 503, 429, 408] {
+            assert!(matches!(c(code), WriteError::Retryable(_)), "{code}");
+        }
+        for code in [401, 403, 404] {
+            assert!(matches!(c(code), WriteError::Config(_)), "{code}");
+        }
+        for code in [400, 413, 422] {
+            assert!(matches!(c(code), WriteError::Rejected { .. }), "{code}");
+        }
+        assert!(c(404).to_string().contains("database"), "{}", c(404));
     }
 
     #[test]

@@ -8,24 +8,24 @@ fn open(dir: &Path, sinks: &[&str]) -> Spool {
     Spool::open(dir, 1 << 20, &names).unwrap()
 }
 
+fn key(sensor: &str) -> WindowKey {
+    WindowKey { sensor: gridcast_core::SensorId::new(sensor), source: gridcast_core::Source::Raw }
+}
+
 #[test]
 fn committed_journal_and_frontiers_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let spool = open(dir.path(), &["a"]);
         spool
-            .commit(Commit {
-                journal: Some((0, b"one")),
-                frontiers: &[("s\u{1f}raw".into(), 60_000)],
-                ..Default::default()
-            })
+            .commit(Commit { journal: Some((0, b"one")), frontiers: &[(key("s"), 60_000)], ..Default::default() })
             .unwrap();
         spool.commit(Commit { journal: Some((1, b"two")), ..Default::default() }).unwrap();
     }
     let spool = open(dir.path(), &["a"]);
     let (journal, frontiers) = spool.recover().unwrap();
     assert_eq!(journal, vec![(0, b"one".to_vec()), (1, b"two".to_vec())]);
-    assert_eq!(frontiers, vec![("s\u{1f}raw".to_string(), 60_000)]);
+    assert_eq!(frontiers, vec![(key("s"), 60_000)]);
     assert_eq!(spool.next_journal_seq(), 2);
 }
 

@@ -1,18 +1,17 @@
-//! Sinks: where closed windows go once they are safely in the spool.
+//! Sinks: where line protocol goes once it is safely in the spool (ingest's
+//! closed windows, predict's predictions).
 //!
 //! Every sink receives the same line protocol (millisecond precision), so one
 //! spooled record serves all of them; each sink keeps its own cursor in the
 //! spool and is retried on its own, so a slow InfluxDB does not hold back a
 //! healthy VictoriaMetrics.
 //!
-//! - [`line`]: closed windows -> line protocol (pure).
 //! - [`influx`]: HTTP writes to InfluxDB v1 `/write` and v2 `/api/v2/write`.
 //! - [`file`]: line-protocol files on disk (the demo's store, no server needed).
 //! - [`task`]: the loop that moves spooled records to one sink, with backoff.
 
 pub mod file;
 pub mod influx;
-pub mod line;
 pub mod task;
 
 use std::path::PathBuf;

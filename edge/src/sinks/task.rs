@@ -4,9 +4,14 @@
 //! only after the sink confirmed it. A retryable failure (server down, slow,
 //! 5xx) waits with exponential backoff and tries the same batch again, for
 //! as long as it takes: the spool holds the data meanwhile. A batch the
-//! server refuses (4xx) can never succeed as is; it is kept in a
+//! server refuses (400, 413, ...) can never succeed as is; it is kept in a
 //! `rejected/` folder beside the spool, counted and logged, and the cursor
-//! moves on.
+//! moves on. A configuration error (401, 403, 404: wrong credentials,
+//! database, org or bucket) is no batch's fault: the sink stops with an
+//! error that stops the service, and every record stays spooled.
+//!
+//! [`SinkTask::health_check`] runs the same check at start-up, before any
+//! data flows, so a wrong URL, database or token is named at once.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -79,7 +84,7 @@ impl SinkTask {
             };
             let body: Vec<u8> = records.iter().flat_map(|(_, lines)| lines.iter().copied()).collect();
             let lines = body.iter().filter(|b| **b == b'\n').count() as u64;
-            if !self.deliver(&body, last_seq, &stats, &shutdown).await {
+            if !self.deliver(&body, last_seq, &stats, &shutdown).await? {
                 return Ok(()); // shut down mid-retry: the records stay spooled
             }
             stats.sink_lines_written(&self.name, lines);
@@ -89,8 +94,32 @@ impl SinkTask {
         }
     }
 
-    /// Send one batch until it is stored or refused. False when shut down first.
-    async fn deliver(&mut self, body: &[u8], last_seq: u64, stats: &Stats, shutdown: &CancellationToken) -> bool {
+    /// Check the sink before data flows: `Err` for a configuration error
+    /// (the service should not start); a sink that is down is only logged,
+    /// since the spool holds the data until it is back.
+    pub async fn health_check(&self) -> anyhow::Result<()> {
+        let Writer::Influx(writer) = &self.writer else {
+            return Ok(());
+        };
+        match writer.health_check().await {
+            Ok(()) => Ok(()),
+            Err(WriteError::Config(e)) => Err(anyhow::anyhow!("sink {}: {e}", self.name)),
+            Err(e) => {
+                tracing::warn!(sink = %self.name, error = %e, "sink not writable at start-up; its data waits in the spool");
+                Ok(())
+            }
+        }
+    }
+
+    /// Send one batch until it is stored or set aside. `Ok(false)` when shut
+    /// down first; `Err` for a configuration error (nothing is set aside).
+    async fn deliver(
+        &mut self,
+        body: &[u8],
+        last_seq: u64,
+        stats: &Stats,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<bool> {
         self.backoff.reset();
         loop {
             let result = match &self.writer {
@@ -109,14 +138,19 @@ impl SinkTask {
                     if self.backoff.attempts() > 0 {
                         tracing::info!(sink = %self.name, "sink is back: spooled windows are being written");
                     }
-                    return true;
+                    return Ok(true);
                 }
                 Err(WriteError::Rejected { status, body: reason }) => {
-                    let kept = self.keep_rejected(body, last_seq);
+                    let kept = self.keep_rejected(body, last_seq).await;
                     stats.sink_rejected(&self.name);
                     tracing::error!(sink = %self.name, status, %reason, kept = %kept,
                         "sink refused a batch of windows; it is kept on disk, not retried");
-                    return true;
+                    return Ok(true);
+                }
+                Err(WriteError::Config(e)) => {
+                    tracing::error!(sink = %self.name, error = %e,
+                        "sink configuration error: stopping; every record stays spooled until it is fixed");
+                    anyhow::bail!("sink {}: {e}", self.name);
                 }
                 Err(e) => {
                     stats.sink_retry(&self.name);
@@ -126,7 +160,7 @@ impl SinkTask {
                             retry_in_ms = delay.as_millis() as u64, "sink write failed; windows wait in the spool");
                     }
                     tokio::select! {
-                        _ = shutdown.cancelled() => return false,
+                        _ = shutdown.cancelled() => return Ok(false),
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }
@@ -134,10 +168,16 @@ impl SinkTask {
         }
     }
 
-    fn keep_rejected(&self, body: &[u8], last_seq: u64) -> String {
+    /// Write a refused batch to `rejected/` (off the async worker).
+    async fn keep_rejected(&self, body: &[u8], last_seq: u64) -> String {
         let safe: String = self.name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
         let path = self.rejected_dir.join(format!("{safe}-{last_seq}.lp"));
-        let result = std::fs::create_dir_all(&self.rejected_dir).and_then(|_| std::fs::write(&path, body));
+        let (dir, file, body) = (self.rejected_dir.clone(), path.clone(), body.to_vec());
+        let result = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&file, body))
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         match result {
             Ok(()) => path.display().to_string(),
             Err(e) => format!("(could not write {}: {e})", path.display()),

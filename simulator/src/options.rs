@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use rumqttc::QoS;
 
-use super::generator::sensor_hex;
-use super::publish::PublishError;
+use crate::generator::sensor_hex;
+use crate::publish::PublishError;
 
 /// The delivery guarantee asked of the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! Closed windows as InfluxDB line protocol, millisecond precision.
+//! Closed windows as InfluxDB line protocol, millisecond precision (pure).
 //!
 //! One line per window: measurement, tags `sensor` and `source`, and for every
 //! field present `<field>_mean`, `_min`, `_max` (floats) and `_count`

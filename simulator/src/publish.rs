@@ -38,9 +38,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::batch::Batches;
-use super::generator::{RECORD_LEN, SimReading, encode_batch};
-use super::options::{PublishOptions, Qos};
+use crate::batch::Batches;
+use crate::generator::{RECORD_LEN, SimReading, encode_batch};
+use crate::options::{PublishOptions, Qos};
 
 /// A snapshot for the progress callback.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,4 +1,5 @@
-//! The disk spool: what ingest has promised the broker it will not lose.
+//! The disk spool: what a service (ingest, predict) has promised the broker
+//! it will not lose.
 //!
 //! Two kinds of records live in one redb database, written together in one
 //! transaction per batch of MQTT messages:
@@ -15,8 +16,16 @@
 //! closed them, so a replay never rebuilds a half window from a journal that
 //! was partly forgotten.
 //!
+//! A service adds its own tables to the same transaction through
+//! [`TableWrites`] (predict: triplets and per-sensor state), so one batch is
+//! one commit and one fsync, and no crash can separate its parts.
+//!
 //! Promise: when [`Spool::commit`] returns, the batch is on disk (fsync);
 //! only then are its messages acknowledged to the broker.
+//!
+//! Bound: what waits to be delivered (point records, and the bytes a
+//! service's own tables report) is counted against `max_bytes`; at the bound
+//! [`Spool::is_full`] says so and the driver stops taking messages.
 
 mod codec;
 
@@ -25,7 +34,10 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use gridcast_core::window::WindowKey;
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
 
 pub use codec::{decode_journal_batch, encode_journal_batch};
 
@@ -51,24 +63,27 @@ pub enum SpoolError {
     Dir { path: String, source: std::io::Error },
 }
 
-impl From<redb::TransactionError> for SpoolError {
-    fn from(e: redb::TransactionError) -> Self {
-        SpoolError::Storage(e.into())
-    }
+/// redb's error types, each into [`SpoolError::Storage`].
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for SpoolError {
+            fn from(e: $t) -> Self { SpoolError::Storage(e.into()) }
+        }
+    )*};
 }
-impl From<redb::TableError> for SpoolError {
-    fn from(e: redb::TableError) -> Self {
-        SpoolError::Storage(e.into())
-    }
+storage_from!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+/// A service's own writes, added to a step's transaction.
+pub trait TableWrites {
+    /// Write into `txn`; return the bytes added that wait for delivery
+    /// (they count against the spool's bound until [`Spool::release`]).
+    fn write(&mut self, txn: &WriteTransaction) -> Result<u64, SpoolError>;
 }
-impl From<redb::StorageError> for SpoolError {
-    fn from(e: redb::StorageError) -> Self {
-        SpoolError::Storage(e.into())
-    }
-}
-impl From<redb::CommitError> for SpoolError {
-    fn from(e: redb::CommitError) -> Self {
-        SpoolError::Storage(e.into())
+
+/// No writes of one's own (ingest).
+impl TableWrites for () {
+    fn write(&mut self, _txn: &WriteTransaction) -> Result<u64, SpoolError> {
+        Ok(0)
     }
 }
 
@@ -80,7 +95,7 @@ pub struct Commit<'a> {
     /// Line protocol of the windows this batch closed.
     pub points: Option<&'a [u8]>,
     /// New frontiers of the (sensor, source) keys whose windows closed.
-    pub frontiers: &'a [(String, i64)],
+    pub frontiers: &'a [(WindowKey, i64)],
     /// Forget journal batches below this sequence number.
     pub forget_journal_below: Option<u64>,
 }
@@ -92,17 +107,21 @@ pub struct Depth {
     pub journal_bytes: u64,
     pub point_records: u64,
     pub point_bytes: u64,
+    /// Bytes of the service's own tables waiting for delivery (triplets).
+    pub held_bytes: u64,
 }
 
 /// What a restart replays: the journal's batches in order, and the stored
 /// frontiers by window key.
-pub type Recovered = (Vec<(u64, Vec<u8>)>, Vec<(String, i64)>);
+pub type Recovered = (Vec<(u64, Vec<u8>)>, Vec<(WindowKey, i64)>);
 
 /// The open spool. Cheap to share behind an `Arc`; redb serialises writers.
 pub struct Spool {
     db: Database,
-    max_point_bytes: u64,
+    max_bytes: u64,
     point_bytes: AtomicU64,
+    /// Bytes of the service's own tables waiting for delivery.
+    held_bytes: AtomicU64,
     journal_bytes: AtomicU64,
     /// Sequence numbers to hand out next, and the sinks' cursors, kept in
     /// memory so the hot path reads no table.
@@ -121,7 +140,7 @@ impl Spool {
     /// for the first time starts at the oldest record still held; cursors of
     /// sinks no longer configured are dropped (and say so in the log), so
     /// they do not pin records forever.
-    pub fn open(dir: &Path, max_point_bytes: u64, sinks: &[String]) -> Result<Spool, SpoolError> {
+    pub fn open(dir: &Path, max_bytes: u64, sinks: &[String]) -> Result<Spool, SpoolError> {
         std::fs::create_dir_all(dir).map_err(|source| SpoolError::Dir { path: dir.display().to_string(), source })?;
         let path = dir.join("spool.redb");
         let db = Database::create(&path)
@@ -164,8 +183,9 @@ impl Spool {
         txn.commit()?;
         let spool = Spool {
             db,
-            max_point_bytes,
+            max_bytes,
             point_bytes: AtomicU64::new(point_bytes),
+            held_bytes: AtomicU64::new(0),
             journal_bytes: AtomicU64::new(journal_bytes),
             seqs: Mutex::new(seqs),
         };
@@ -188,7 +208,10 @@ impl Spool {
         let mut frontiers = Vec::new();
         for entry in frontiers_table.iter()? {
             let (k, v) = entry?;
-            frontiers.push((k.value().to_string(), v.value()));
+            match WindowKey::decode(k.value()) {
+                Some(key) => frontiers.push((key, v.value())),
+                None => tracing::warn!(key = %k.value(), "ignoring an unreadable frontier key in the spool"),
+            }
         }
         Ok((batches, frontiers))
     }
@@ -203,15 +226,49 @@ impl Spool {
         self.seqs.lock().expect("spool lock").next_point
     }
 
-    /// True when closed windows waiting for sinks fill the configured size:
-    /// the pipeline stops taking new messages until sinks catch up.
+    /// True when what waits for delivery (point records for the sinks, and
+    /// the service's own held bytes) fills the configured size: the driver
+    /// stops taking new messages until sinks and uploaders catch up.
     pub fn is_full(&self) -> bool {
-        self.point_bytes.load(Ordering::Relaxed) >= self.max_point_bytes
+        self.waiting_bytes() >= self.max_bytes
     }
 
-    /// Make one pipeline step durable (one fsync).
+    /// Bytes waiting for delivery, the figure the bound applies to.
+    pub fn waiting_bytes(&self) -> u64 {
+        self.point_bytes.load(Ordering::Relaxed) + self.held_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The configured bound.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Count bytes of the service's own tables found at start-up.
+    pub fn hold(&self, bytes: u64) {
+        self.held_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The service delivered (and deleted) this many held bytes.
+    pub fn release(&self, bytes: u64) {
+        let _ = self.held_bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(bytes)));
+    }
+
+    /// The database, for a service's own tables (read transactions, and
+    /// writes outside a step such as an uploader's bookkeeping).
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Make one step durable (one fsync).
     pub fn commit(&self, step: Commit<'_>) -> Result<(), SpoolError> {
+        self.commit_with(step, &mut ())
+    }
+
+    /// Make one step and the service's own `writes` durable together: one
+    /// transaction, one fsync.
+    pub fn commit_with(&self, step: Commit<'_>, writes: &mut dyn TableWrites) -> Result<(), SpoolError> {
         let txn = self.db.begin_write()?;
+        let held = writes.write(&txn)?;
         let mut journal_delta: i64 = 0;
         let mut point_delta: u64 = 0;
         let mut next_point = None;
@@ -235,7 +292,7 @@ impl Spool {
             }
             let mut frontiers = txn.open_table(FRONTIERS)?;
             for (key, closed_until) in step.frontiers {
-                frontiers.insert(key.as_str(), *closed_until)?;
+                frontiers.insert(key.encode().as_str(), *closed_until)?;
             }
             let mut meta = txn.open_table(META)?;
             if let Some((seq, _)) = step.journal {
@@ -257,6 +314,7 @@ impl Spool {
         drop(seqs);
         self.journal_bytes.fetch_add(journal_delta as u64, Ordering::Relaxed);
         self.point_bytes.fetch_add(point_delta, Ordering::Relaxed);
+        self.held_bytes.fetch_add(held, Ordering::Relaxed);
         Ok(())
     }
 
@@ -318,8 +376,16 @@ impl Spool {
             journal_bytes: self.journal_bytes.load(Ordering::Relaxed),
             point_records: txn.open_table(POINTS)?.len()?,
             point_bytes: self.point_bytes.load(Ordering::Relaxed),
+            held_bytes: self.held_bytes.load(Ordering::Relaxed),
         })
     }
+}
+
+/// [`Spool::depth`] off the async worker (it reads the database); a spool
+/// that cannot be read shows as empty in logs.
+pub async fn depth_of(spool: &std::sync::Arc<Spool>) -> Depth {
+    let spool = spool.clone();
+    tokio::task::spawn_blocking(move || spool.depth().unwrap_or_default()).await.unwrap_or_default()
 }
 
 fn sum_value_bytes(table: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64, SpoolError> {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use gridcast_core::payload::{FEATURE_RAW, encode_raw};
 
-use super::series::{MinuteRow, Series};
+use crate::series::{MinuteRow, Series};
 
 /// Readings per second per sensor.
 pub const READINGS_PER_SECOND: u32 = 12;

@@ -1,0 +1,303 @@
+//! The driver: the thin async layer around the [`Stage`]. It takes one
+//! [`Input`] at a time (a batch of MQTT messages, a clock tick, or an event of
+//! the service's own, such as a model swap), asks the stage what the input
+//! means, hands the closed windows to the service's [`Consumer`], commits
+//! everything in one spool transaction (one fsync), and only then
+//! acknowledges the batch's messages.
+//!
+//! Because inputs are one enum handled one after the other, "a model swaps
+//! between two batches" is a property of the type, not of a `select!` arm
+//! order. Acks go through [`Acker`], so commit-before-ack is tested without
+//! a broker (see the tests).
+//!
+//! Crash points: before the commit, nothing was acked and the broker
+//! redelivers; after it, the journal holds the batch and a restart replays
+//! it ([`Driver::recover`]), and a redelivered message is a duplicate the
+//! windows recognise.
+
+use std::future::Future;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gridcast_core::window::ClosedWindow;
+use rumqttc::Publish;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::spool::{Commit, Spool, TableWrites};
+use crate::stage::{Stage, StageConfig, Step};
+use crate::stats::Stats;
+
+/// One thing for the driver to do.
+#[derive(Debug)]
+pub enum Input<E> {
+    /// Messages from the broker, not yet acknowledged.
+    Batch(Vec<Publish>),
+    /// The clock moved (about once a second): close idle windows.
+    Tick,
+    /// The service's own event, handled between two batches.
+    Event(E),
+}
+
+/// Acknowledges a message to the broker.
+pub trait Acker: Send + Sync + 'static {
+    fn ack(&self, publish: &Publish) -> impl Future<Output = ()> + Send;
+}
+
+impl Acker for rumqttc::AsyncClient {
+    async fn ack(&self, publish: &Publish) {
+        // If the connection dropped meanwhile the broker redelivers, and the
+        // windows skip the duplicate.
+        let _ = rumqttc::AsyncClient::ack(self, publish).await;
+    }
+}
+
+/// What a service does with the windows the stage closes.
+pub trait Consumer: Send + 'static {
+    /// The service's own inputs (predict: a new model).
+    type Event: Send + 'static;
+    /// The service's own tables, written in the step's transaction.
+    type Writes: TableWrites + Send + 'static;
+
+    /// Turn one step's closed windows into line protocol for the sinks and
+    /// the service's own writes. Called once per step, in input order.
+    fn on_closed(&mut self, closed: Vec<ClosedWindow>) -> Output<Self::Writes>;
+
+    /// The service's own event, between two steps.
+    fn on_event(&mut self, _event: Self::Event) {}
+
+    /// The step holding `writes` is durable (its messages are acked next).
+    fn on_committed(&mut self, _writes: Self::Writes) {}
+}
+
+/// What a consumer adds to a step's commit.
+pub struct Output<W> {
+    /// Line protocol for the sinks; empty for none.
+    pub lines: Vec<u8>,
+    pub writes: W,
+}
+
+/// The stage, its consumer and what they commit to.
+pub struct Driver<C: Consumer> {
+    stage: Stage,
+    consumer: C,
+    spool: Arc<Spool>,
+    stats: Arc<Stats>,
+    /// Bumped after every commit that added point records; sinks watch it.
+    newest_points: watch::Sender<u64>,
+    /// Where undecodable messages are kept; `None`: counted and logged only
+    /// (predict reads the same topics as ingest, which keeps them).
+    rejected_log: Option<PathBuf>,
+}
+
+impl<C: Consumer> Driver<C> {
+    pub fn new(
+        config: StageConfig,
+        consumer: C,
+        spool: Arc<Spool>,
+        stats: Arc<Stats>,
+        newest_points: watch::Sender<u64>,
+        rejected_log: Option<PathBuf>,
+    ) -> Driver<C> {
+        let stage = Stage::new(config, spool.next_journal_seq());
+        Driver { stage, consumer, spool, stats, newest_points, rejected_log }
+    }
+
+    pub fn consumer(&self) -> &C {
+        &self.consumer
+    }
+
+    /// Rebuild the open windows from the spool after a restart, and commit
+    /// whatever the replay closed.
+    pub async fn recover(&mut self) -> anyhow::Result<()> {
+        let spool = self.spool.clone();
+        let (journal, frontiers) = tokio::task::spawn_blocking(move || spool.recover()).await??;
+        let step = self.stage.replay(&journal, &frontiers, now_ms());
+        if !journal.is_empty() {
+            tracing::info!(
+                batches = journal.len(),
+                readings = step.counts.accepted,
+                open_windows = self.stage.open_windows(),
+                "replayed the spool journal: open windows restored"
+            );
+        }
+        if !step.closed.is_empty() {
+            self.commit(step, &[]).await?;
+        }
+        Ok(())
+    }
+
+    /// Handle one input: for a batch, commit and then ack every message.
+    pub async fn handle(&mut self, input: Input<C::Event>, acker: &impl Acker) -> anyhow::Result<()> {
+        match input {
+            Input::Event(event) => self.consumer.on_event(event),
+            Input::Tick => {
+                let step = self.stage.on_tick(now_ms());
+                if !step.closed.is_empty() {
+                    tracing::info!(windows = step.closed.len(), "closing the windows of sensors that went quiet");
+                    self.commit(step, &[]).await?;
+                }
+            }
+            Input::Batch(batch) => {
+                let step = self.stage.on_batch(batch.iter().map(|p| &p.payload[..]), now_ms());
+                self.count(&step, &batch);
+                self.commit(step, &batch).await?;
+                for publish in &batch {
+                    acker.ack(publish).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Run until `shutdown` or until the source closes `publishes`: batches
+    /// of up to `batch_max` messages, a tick every second, and `events`.
+    /// While the spool is full, no batch is taken (and so none acked): the
+    /// broker keeps the messages.
+    pub async fn run(
+        mut self,
+        mut publishes: mpsc::Receiver<Publish>,
+        mut events: mpsc::Receiver<C::Event>,
+        acker: impl Acker,
+        batch_max: usize,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let batch_max = batch_max.max(1);
+        let mut batch: Vec<Publish> = Vec::with_capacity(batch_max);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            if self.spool.is_full() && !self.wait_for_room(&shutdown).await {
+                return Ok(());
+            }
+            let input = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ok(()),
+                Some(event) = events.recv() => Input::Event(event),
+                n = publishes.recv_many(&mut batch, batch_max) => {
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    Input::Batch(std::mem::take(&mut batch))
+                }
+                _ = tick.tick() => Input::Tick,
+            };
+            self.handle(input, &acker).await?;
+        }
+    }
+
+    /// Wait until the spool has room again; false if shut down first.
+    async fn wait_for_room(&self, shutdown: &CancellationToken) -> bool {
+        tracing::error!(
+            waiting_bytes = self.spool.waiting_bytes(),
+            max_bytes = self.spool.max_bytes(),
+            "spool is full: not acknowledging MQTT messages until the sinks catch up (the broker keeps them)"
+        );
+        Stats::add(&self.stats.spool_full_waits, 1);
+        while self.spool.is_full() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+        tracing::info!("spool has room again: taking messages");
+        true
+    }
+
+    fn count(&self, step: &Step, batch: &[Publish]) {
+        let c = &step.counts;
+        Stats::add(&self.stats.messages, c.messages);
+        Stats::add(&self.stats.readings, c.accepted);
+        Stats::add(&self.stats.late_readings, c.late);
+        Stats::add(&self.stats.duplicate_readings, c.duplicate);
+        if let Some(late) = &step.first_late {
+            tracing::warn!(sensor = %late.key.sensor, ts_ms = late.ts_ms, window_start_ms = late.window_start_ms,
+                closed_until_ms = late.closed_until_ms, topic = %batch[late.index].topic, late_in_batch = c.late,
+                "late reading: its window is already closed and written; counted, not merged");
+        }
+        for reject in &step.rejects {
+            self.stats.decode_error(reject.error.kind());
+            let publish = &batch[reject.index];
+            if self.rejected_log.is_some() {
+                tracing::warn!(topic = %publish.topic, bytes = publish.payload.len(), error = %reject.error, "rejected a message");
+            } else {
+                tracing::debug!(topic = %publish.topic, error = %reject.error, "undecodable message (ingest keeps these)");
+            }
+        }
+    }
+
+    /// Commit one step (and the batch's rejected messages) in one
+    /// transaction, off the async worker.
+    async fn commit(&mut self, step: Step, batch: &[Publish]) -> anyhow::Result<()> {
+        let Step { journal, closed, frontiers, forget_below, rejects, .. } = step;
+        let closed_count = closed.len() as u64;
+        let Output { lines, mut writes } = self.consumer.on_closed(closed);
+        let rejected: Vec<RejectedRecord> = match &self.rejected_log {
+            Some(_) => rejects.iter().map(|r| RejectedRecord::new(&batch[r.index], &r.error.to_string())).collect(),
+            None => Vec::new(),
+        };
+        let spool = self.spool.clone();
+        let rejected_log = self.rejected_log.clone();
+        let has_points = !lines.is_empty();
+        let writes = tokio::task::spawn_blocking(move || -> anyhow::Result<C::Writes> {
+            if let Some(path) = rejected_log.filter(|_| !rejected.is_empty()) {
+                keep_rejected(&path, &rejected);
+            }
+            spool.commit_with(
+                Commit {
+                    journal: journal.as_ref().map(|(seq, bytes)| (*seq, &bytes[..])),
+                    points: Some(&lines[..]),
+                    frontiers: &frontiers,
+                    forget_journal_below: Some(forget_below),
+                },
+                &mut writes,
+            )?;
+            Ok(writes)
+        })
+        .await??;
+        Stats::add(&self.stats.windows_closed, closed_count);
+        Stats::add(&self.stats.batches_committed, 1);
+        self.stats.open_windows.store(self.stage.open_windows() as u64, std::sync::atomic::Ordering::Relaxed);
+        if has_points {
+            self.newest_points.send_modify(|n| *n += 1);
+        }
+        self.consumer.on_committed(writes);
+        Ok(())
+    }
+}
+
+/// A message we could not decode, as kept in `rejected/messages.jsonl`.
+struct RejectedRecord(serde_json::Value);
+
+impl RejectedRecord {
+    fn new(publish: &Publish, error: &str) -> RejectedRecord {
+        let payload_hex: String = publish.payload.iter().map(|b| format!("{b:02x}")).collect();
+        RejectedRecord(serde_json::json!({
+            "at_ms": now_ms(),
+            "topic": publish.topic,
+            "error": error,
+            "payload_hex": payload_hex,
+        }))
+    }
+}
+
+/// Append rejected messages to their log (blocking: runs with the commit).
+fn keep_rejected(path: &std::path::Path, records: &[RejectedRecord]) {
+    let result = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|_| std::fs::OpenOptions::new().create(true).append(true).open(path))
+        .and_then(|mut file| records.iter().try_for_each(|r| writeln!(file, "{}", r.0)));
+    if let Err(e) = result {
+        tracing::error!(path = %path.display(), error = %e, "cannot keep rejected messages");
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests;

@@ -10,6 +10,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::time::Duration;
 
 use gridcast_edge::sinks::{HttpOptions, SinkConfig};
@@ -18,7 +19,7 @@ use gridcast_simulator::{PublishOptions, publish};
 use serde_json::Value;
 
 use support::meter::{Expected, check_influx_rows, close, expected_minutes, influx_rows, simulated_readings};
-use support::{INFLUX_DB, eventually, shared_servers, unique, victoria_export, victoria_flush};
+use support::{INFLUX_DB, SharedServers, eventually, shared_servers, unique, victoria_export, victoria_flush};
 
 const SENSORS: u32 = 3;
 const MINUTES: usize = 10;
@@ -31,13 +32,7 @@ async fn every_minute_mean_in_influxdb_and_victoriametrics_equals_the_published_
     let topic_prefix = unique("e2e/raw");
     let measurement = unique("e2e_meter");
 
-    let mut config = IngestConfig::default();
-    config.mqtt.host = servers.mqtt.ip().to_string();
-    config.mqtt.port = servers.mqtt.port();
-    config.mqtt.client_id = unique("e2e-ingest");
-    config.mqtt.topics = vec![format!("{topic_prefix}/#")];
-    config.spool.dir = dir.path().join("spool");
-    config.http.listen = "127.0.0.1:0".into();
+    let mut config = ingest_config(&servers, dir.path(), &topic_prefix);
     config.pipeline.measurement = measurement.clone();
     config.pipeline.idle_close_secs = 2;
     config.sinks = vec![
@@ -121,6 +116,19 @@ async fn every_minute_mean_in_influxdb_and_victoriametrics_equals_the_published_
     ingest.stop().await.unwrap();
 }
 
+/// Ingest on the shared broker, reading `{topic_prefix}/#` with its own
+/// client id, its spool under `dir`, `/metrics` on a free port.
+fn ingest_config(servers: &SharedServers, dir: &Path, topic_prefix: &str) -> IngestConfig {
+    let mut config = IngestConfig::default();
+    config.mqtt.host = servers.mqtt.ip().to_string();
+    config.mqtt.port = servers.mqtt.port();
+    config.mqtt.client_id = unique("e2e-ingest");
+    config.mqtt.topics = vec![format!("{topic_prefix}/#")];
+    config.spool.dir = dir.join("spool");
+    config.http.listen = "127.0.0.1:0".into();
+    config
+}
+
 fn check_victoria_series(series: &[Value], measurement: &str, expected: &Expected) {
     for s in series {
         let name = s["metric"]["__name__"].as_str().unwrap();
@@ -155,12 +163,7 @@ fn check_victoria_series(series: &[Value], measurement: &str, expected: &Expecte
 async fn a_sink_with_a_missing_database_stops_ingest_at_start_up_naming_it() {
     let servers = shared_servers();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = IngestConfig::default();
-    config.mqtt.host = servers.mqtt.ip().to_string();
-    config.mqtt.port = servers.mqtt.port();
-    config.mqtt.client_id = unique("e2e-ingest-bad-db");
-    config.spool.dir = dir.path().join("spool");
-    config.http.listen = String::new();
+    let mut config = ingest_config(&servers, dir.path(), &unique("e2e/bad-db"));
     config.sinks = vec![SinkConfig::InfluxdbV1 {
         url: servers.influxdb_v1.clone(),
         database: "no_such_database".into(),
@@ -174,4 +177,25 @@ async fn a_sink_with_a_missing_database_stops_ingest_at_start_up_naming_it() {
         Err(e) => format!("{e:#}"),
     };
     assert!(error.contains("no_such_database") && error.contains("404"), "{error}");
+}
+
+/// Dropping a running ingest stops every task it started (source, driver,
+/// sinks, HTTP server): the spool, which one opener at a time may hold, can
+/// be opened again.
+#[tokio::test]
+async fn dropping_a_running_ingest_stops_every_task_it_started() {
+    let servers = shared_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ingest_config(&servers, dir.path(), &unique("e2e/drop"));
+    config.sinks = vec![SinkConfig::File { dir: dir.path().join("lines") }];
+    let ingest = gridcast_ingest::Ingest::start(config).await.expect("ingest starts");
+    ingest.subscribed(Duration::from_secs(10)).await.expect("ingest subscribed");
+    let spool_dir = dir.path().join("spool");
+    assert!(gridcast_edge::Spool::open(&spool_dir, 1, &[]).is_err(), "a running ingest holds its spool");
+    drop(ingest);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while let Err(e) = gridcast_edge::Spool::open(&spool_dir, 1, &[]) {
+        assert!(std::time::Instant::now() < deadline, "the spool is still held 10 s after the drop: {e}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

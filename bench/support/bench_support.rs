@@ -130,3 +130,89 @@ pub fn system_busy_secs() -> f64 {
     let busy: f64 = fields.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
     busy / clock_ticks_per_sec()
 }
+
+/// Bytes a process caused to be written to storage so far: `write_bytes` of
+/// /proc/PID/io (all its threads, counted when a page is first dirtied, so
+/// before writeback). None when unreadable.
+pub fn disk_write_bytes(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines().find_map(|l| l.strip_prefix("write_bytes:"))?.trim().parse().ok()
+}
+
+/// fsync + fdatasync calls of a running process, counted by
+/// `strace -f -c -e trace=fsync,fdatasync -o FILE -p PID` (its threads and
+/// the children it starts meanwhile included), when `GRIDCAST_BENCH_STRACE=1`.
+/// ptrace stops the process at every syscall: its CPU time is not the
+/// baseline's while attached.
+pub struct SyncCounter {
+    strace: std::process::Child,
+    out: std::path::PathBuf,
+}
+
+impl SyncCounter {
+    /// Attach to `pid` if `GRIDCAST_BENCH_STRACE=1`; returns once every
+    /// thread of `pid` is traced.
+    pub fn attach_if_asked(pid: u32, out: &Path) -> anyhow::Result<Option<SyncCounter>> {
+        if std::env::var("GRIDCAST_BENCH_STRACE").as_deref() != Ok("1") {
+            return Ok(None);
+        }
+        let strace = Command::new("strace")
+            .args(["-f", "-c", "-e", "trace=fsync,fdatasync", "-o"])
+            .arg(out)
+            .args(["-p", &pid.to_string()])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("strace: {e} (apt-get install strace)"))?;
+        let counter = SyncCounter { strace, out: out.to_path_buf() };
+        let tracer = format!("TracerPid:\t{}", counter.strace.id());
+        let traced = |tid: &std::fs::DirEntry| {
+            std::fs::read_to_string(tid.path().join("status")).is_ok_and(|s| s.lines().any(|l| l == tracer))
+        };
+        for _ in 0..200 {
+            if std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten().all(|tid| traced(&tid)) {
+                return Ok(Some(counter));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        anyhow::bail!("strace did not attach to {pid} within 5 s")
+    }
+
+    /// Detach (SIGINT) and return the fsync + fdatasync calls seen.
+    pub fn finish(mut self) -> anyhow::Result<u64> {
+        Command::new("kill").args(["-INT", &self.strace.id().to_string()]).status()?;
+        self.strace.wait()?;
+        // Rows of `strace -c`: % time, seconds, usecs/call, calls, [errors,] syscall.
+        let table = std::fs::read_to_string(&self.out)?;
+        Ok(table
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|f| matches!(f.last(), Some(&"fsync" | &"fdatasync")))
+            .filter_map(|f| f.get(3)?.parse::<u64>().ok())
+            .sum())
+    }
+}
+
+/// Add the disk figures of a measured window to a JSON object:
+/// `disk_write_bytes`, `disk_write_bytes_per_reading` and, when counted,
+/// `fsyncs` (fsync + fdatasync) per reading and, if `batches` (spool
+/// commits in the window) is known, per batch.
+pub fn add_disk_io(
+    report: &mut serde_json::Value,
+    write_bytes: u64,
+    readings: u64,
+    fsyncs: Option<u64>,
+    batches: Option<u64>,
+) {
+    let Some(object) = report.as_object_mut() else { return };
+    let per = |n: u64, d: u64| n as f64 / d.max(1) as f64;
+    object.insert("disk_write_bytes".into(), json!(write_bytes));
+    object.insert("disk_write_bytes_per_reading".into(), json!(per(write_bytes, readings)));
+    if let Some(fsyncs) = fsyncs {
+        object.insert("fsyncs".into(), json!(fsyncs));
+        object.insert("fsyncs_per_reading".into(), json!(per(fsyncs, readings)));
+        if let Some(batches) = batches {
+            object.insert("fsyncs_per_batch".into(), json!(per(fsyncs, batches)));
+        }
+    }
+}

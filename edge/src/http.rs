@@ -12,6 +12,13 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
 
+/// One metric in the Prometheus text format: its HELP and TYPE lines and
+/// its value, named `gridcast_<name>`.
+pub fn metric(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "# HELP gridcast_{name} {help}\n# TYPE gridcast_{name} {kind}\ngridcast_{name} {value}");
+}
+
 /// What a service shows on `/metrics` and `/health`.
 pub trait Exposition: Send + Sync + 'static {
     /// Every metric, in the Prometheus text format 0.0.4.

@@ -101,9 +101,8 @@ impl Stats {
     pub fn render(&self, spool_waiting_bytes: u64, spool_max_bytes: u64) -> String {
         let s = self.snapshot();
         let mut out = String::new();
-        let mut metric = |name: &str, help: &str, kind: &str, v: u64| {
-            let _ = writeln!(out, "# HELP gridcast_{name} {help}\n# TYPE gridcast_{name} {kind}\ngridcast_{name} {v}");
-        };
+        let mut metric =
+            |name: &str, help: &str, kind: &str, v: u64| crate::http::metric(&mut out, name, help, kind, v);
         metric("stage_messages_total", "MQTT messages taken by the stage.", "counter", s.messages);
         metric("stage_readings_total", "Readings accepted into windows.", "counter", s.readings);
         metric(

@@ -11,7 +11,11 @@
 //!    through a private Mosquitto (deploy/mosquitto settings) to an
 //!    in-process `gridcast ingest` (spool with fsync per batch, file sink);
 //!    readings/s from the first publish until every reading is committed,
-//!    with the CPU seconds ingest and Mosquitto used, and a loss check.
+//!    with the CPU seconds ingest and Mosquitto used, the bytes this process
+//!    wrote to disk (/proc/self/io) and a loss check. With
+//!    `GRIDCAST_BENCH_STRACE=1`, also its fsync + fdatasync calls per spool
+//!    commit (strace attached to this process, publisher included: the CPU
+//!    and throughput figures of such a run are not the baseline's).
 //!
 //! Linux only (CPU time from /proc). Needs `mosquitto` and `python3`.
 
@@ -25,7 +29,7 @@ use gridcast_core::window::{Push, Windows};
 use gridcast_ingest::{Ingest, IngestConfig};
 use gridcast_simulator::{Generator, GeneratorConfig, PublishOptions, Series, Start, encode_batch, publish};
 use serde_json::json;
-use support::{Mosquitto, machine, process_cpu_secs};
+use support::{Mosquitto, SyncCounter, add_disk_io, disk_write_bytes, machine, process_cpu_secs};
 
 #[path = "../../bench/support/bench_support.rs"]
 mod support;
@@ -184,7 +188,11 @@ async fn end_to_end_run(dir: &Path, per_message: usize, total: u64) -> anyhow::R
     let ingest = Ingest::start(config).await?;
     ingest.subscribed(Duration::from_secs(10)).await?;
 
-    let ingest_cpu0 = process_cpu_secs(std::process::id());
+    let me = std::process::id();
+    let sync_counter = SyncCounter::attach_if_asked(me, &run_dir.join("strace.txt"))?;
+    let batches0 = ingest.stats.batches_committed.load(Ordering::Relaxed);
+    let disk0 = disk_write_bytes(me).unwrap_or(0);
+    let ingest_cpu0 = process_cpu_secs(me);
     let mosquitto_cpu0 = process_cpu_secs(mosquitto.pid());
     let started = Instant::now();
     let publisher = Command::new(std::env::current_exe()?)
@@ -198,8 +206,11 @@ async fn end_to_end_run(dir: &Path, per_message: usize, total: u64) -> anyhow::R
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let ingest_cpu = process_cpu_secs(std::process::id()) - ingest_cpu0;
+    let ingest_cpu = process_cpu_secs(me) - ingest_cpu0;
     let mosquitto_cpu = process_cpu_secs(mosquitto.pid()) - mosquitto_cpu0;
+    let disk = disk_write_bytes(me).unwrap_or(0).saturating_sub(disk0);
+    let batches = ingest.stats.batches_committed.load(Ordering::Relaxed) - batches0;
+    let fsyncs = sync_counter.map(SyncCounter::finish).transpose()?;
     let publisher_out = publisher.wait_with_output()?;
     let publisher_report: serde_json::Value = serde_json::from_slice(&publisher_out.stdout).unwrap_or_default();
 
@@ -214,7 +225,7 @@ async fn end_to_end_run(dir: &Path, per_message: usize, total: u64) -> anyhow::R
     mosquitto.stop();
     let in_windows = readings_in_line_files(&run_dir.join("lines"))?;
     let received = stats.readings;
-    Ok(json!({
+    let mut result = json!({
         "readings_per_message": per_message,
         "readings_published": total,
         "readings_committed": received,
@@ -224,12 +235,15 @@ async fn end_to_end_run(dir: &Path, per_message: usize, total: u64) -> anyhow::R
         "seconds": elapsed,
         "readings_per_sec": received as f64 / elapsed,
         "spool_commits": stats.batches_committed,
+        "spool_commits_in_window": batches,
         "ingest_cpu_seconds": ingest_cpu,
         "ingest_cores_used": ingest_cpu / elapsed,
         "readings_per_ingest_cpu_second": received as f64 / ingest_cpu.max(1e-9),
         "mosquitto_cpu_seconds": mosquitto_cpu,
         "publisher": publisher_report,
-    }))
+    });
+    add_disk_io(&mut result, disk, received, fsyncs, Some(batches));
+    Ok(result)
 }
 
 /// Sum of the `readings=` field of every line-protocol line under `dir`.

@@ -15,8 +15,13 @@
 //! - after a warm-up, until the publisher is done: the predictor's CPU
 //!   (utime + stime from /proc/PID/stat), its RSS every second (VmRSS) and
 //!   peak (VmHWM), Mosquitto's CPU, and the predictor's own counters from
-//!   `/metrics`; then a loss check (readings the predictor accepted ==
-//!   readings published).
+//!   `/metrics`, the bytes it wrote to disk (`write_bytes` of /proc/PID/io);
+//!   then a loss check (readings the predictor accepted == readings
+//!   published).
+//!
+//! `GRIDCAST_BENCH_STRACE=1` also counts the predictor's fsync + fdatasync
+//! calls in the window (strace attached to it: its CPU figures are then not
+//! the baseline's).
 //!
 //! `GRIDCAST_BENCH_MINUTES` (default [`DEFAULT_MINUTES`]) sets how many minutes are published;
 //! the measured window is that less the warm-up. Linux only; needs `mosquitto`.
@@ -28,7 +33,10 @@ use std::time::{Duration, Instant};
 
 use gridcast_simulator::{Generator, GeneratorConfig, PublishOptions, READINGS_PER_SECOND, Series, Start, publish};
 use serde_json::json;
-use support::{Mosquitto, load_average, machine, process_cpu_secs, status_kib, system_busy_secs};
+use support::{
+    Mosquitto, SyncCounter, add_disk_io, disk_write_bytes, load_average, machine, process_cpu_secs, status_kib,
+    system_busy_secs,
+};
 
 #[path = "../../bench/support/bench_support.rs"]
 mod support;
@@ -98,6 +106,8 @@ fn main() -> anyhow::Result<()> {
     }
 
     // The measured window: from the end of the warm-up until the publisher is done.
+    let sync_counter = SyncCounter::attach_if_asked(pid, &dir.path().join("strace.txt"))?;
+    let disk0 = disk_write_bytes(pid).unwrap_or(0);
     let load_start = load_average();
     let metrics0 = scrape(&http)?;
     let (cpu0, mosquitto_cpu0, busy0) = (process_cpu_secs(pid), process_cpu_secs(mosquitto.pid()), system_busy_secs());
@@ -134,6 +144,8 @@ fn main() -> anyhow::Result<()> {
     let cpu = process_cpu_secs(pid) - cpu0;
     let mosquitto_cpu = process_cpu_secs(mosquitto.pid()) - mosquitto_cpu0;
     let busy = system_busy_secs() - busy0;
+    let disk = disk_write_bytes(pid).unwrap_or(0).saturating_sub(disk0);
+    let fsyncs = sync_counter.map(SyncCounter::finish).transpose()?;
     let load_end = load_average();
     let metrics1 = scrape(&http)?;
     let publisher_out = publisher.wait_output()?;
@@ -186,11 +198,12 @@ fn main() -> anyhow::Result<()> {
         "load_average_1_5_15_start": load_start,
         "load_average_1_5_15_end": load_end,
     });
-    let report = json!({
+    let mut report = json!({
         "benchmark": "predict_serving",
         "command": format!(
-            "{}cargo bench -p gridcast-predictor --bench predict_serving",
-            minutes_env.map(|m| format!("GRIDCAST_BENCH_MINUTES={m} ")).unwrap_or_default()
+            "{}{}cargo bench -p gridcast-predictor --bench predict_serving",
+            minutes_env.map(|m| format!("GRIDCAST_BENCH_MINUTES={m} ")).unwrap_or_default(),
+            if fsyncs.is_some() { "GRIDCAST_BENCH_STRACE=1 " } else { "" },
         ),
         "machine": machine(),
         "setup": setup,
@@ -218,6 +231,10 @@ fn main() -> anyhow::Result<()> {
         "publisher": publisher_report,
         "predictor_stopped_cleanly": predictor_exit,
     });
+    // Batches (spool commits) in the window, from the edge runtime's counter.
+    let batches = delta("stage_batches_committed_total");
+    report["spool_commits_in_window"] = json!(batches);
+    add_disk_io(&mut report, disk, readings_in_window, fsyncs, Some(batches));
     let text = serde_json::to_string_pretty(&report)?;
     println!("{text}");
     anyhow::ensure!(received == published, "lost readings: published {published}, received {received}");

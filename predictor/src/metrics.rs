@@ -49,9 +49,8 @@ impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let mut counter = |name: &str, help: &str, kind: &str, v: u64| {
-            let _ = writeln!(s, "# HELP gridcast_{name} {help}\n# TYPE gridcast_{name} {kind}\ngridcast_{name} {v}");
-        };
+        let mut counter =
+            |name: &str, help: &str, kind: &str, v: u64| gridcast_edge::http::metric(&mut s, name, help, kind, v);
         counter("predictions_total", "Predictions made.", "counter", Self::get(&self.predictions));
         counter("judged_total", "Predictions compared with the actual interval.", "counter", Self::get(&self.judged));
         counter(

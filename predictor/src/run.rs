@@ -350,9 +350,13 @@ impl Exposition for PredictExposition {
     fn render(&self) -> String {
         let mut text = self.metrics.render();
         let readings = self.stats.readings.load(Ordering::Relaxed);
-        text.push_str(&format!(
-            "# HELP gridcast_readings_total Readings accepted into intervals.\n# TYPE gridcast_readings_total counter\ngridcast_readings_total {readings}\n"
-        ));
+        gridcast_edge::http::metric(
+            &mut text,
+            "readings_total",
+            "Readings accepted into intervals.",
+            "counter",
+            readings,
+        );
         text.push_str(&self.stats.render(self.spool.waiting_bytes(), self.spool.max_bytes()));
         text
     }

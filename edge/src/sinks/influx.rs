@@ -56,40 +56,111 @@ pub struct InfluxWriter {
     gzip: bool,
 }
 
+/// What differs between InfluxDB's two write APIs: the path, the query and
+/// where the credentials go. One [`InfluxWriter`] sends to either.
+pub trait WriteApi {
+    /// The base URL as configured, e.g. `http://127.0.0.1:8086`.
+    fn base_url(&self) -> &str;
+    /// The write endpoint's path under the base URL.
+    fn path(&self) -> &'static str;
+    /// The query: target, precision and (v1) credentials.
+    fn query(&self) -> Vec<(&'static str, String)>;
+    /// The `Authorization` header, if the API takes one.
+    fn authorization(&self) -> Option<String> {
+        None
+    }
+}
+
+/// InfluxDB 1.x `/write` (2.x and 3.x serve it too): database, retention
+/// policy, user and password in the query.
+pub struct V1<'a> {
+    pub url: &'a str,
+    pub database: &'a str,
+    pub retention_policy: Option<&'a str>,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a str>,
+}
+
+impl WriteApi for V1<'_> {
+    fn base_url(&self) -> &str {
+        self.url
+    }
+
+    fn path(&self) -> &'static str {
+        "write"
+    }
+
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut query = vec![("db", self.database.to_string()), ("precision", "ms".to_string())];
+        let optional = [("rp", self.retention_policy), ("u", self.username), ("p", self.password)];
+        query.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?.to_string()))));
+        query
+    }
+}
+
+/// InfluxDB 2.x/3.x/Cloud `/api/v2/write` (VictoriaMetrics too): org and
+/// bucket in the query, the token in the `Authorization` header.
+pub struct V2<'a> {
+    pub url: &'a str,
+    pub org: &'a str,
+    pub bucket: &'a str,
+    pub token: Option<&'a str>,
+}
+
+impl WriteApi for V2<'_> {
+    fn base_url(&self) -> &str {
+        self.url
+    }
+
+    fn path(&self) -> &'static str {
+        "api/v2/write"
+    }
+
+    fn query(&self) -> Vec<(&'static str, String)> {
+        vec![("org", self.org.to_string()), ("bucket", self.bucket.to_string()), ("precision", "ms".to_string())]
+    }
+
+    fn authorization(&self) -> Option<String> {
+        self.token.map(|t| format!("Token {t}"))
+    }
+}
+
 impl InfluxWriter {
     /// A writer for an `influxdb_v1` or `influxdb_v2` sink; `None` for other kinds.
     pub fn from_config(config: &SinkConfig) -> Result<Option<InfluxWriter>, WriteError> {
-        let (base, path, query, authorization, http): (_, _, Vec<(&str, String)>, _, &HttpOptions) = match config {
+        let writer = match config {
             SinkConfig::InfluxdbV1 { url, database, retention_policy, username, password, http } => {
-                let mut query = vec![("db", database.clone()), ("precision", "ms".to_string())];
-                if let Some(rp) = retention_policy {
-                    query.push(("rp", rp.clone()));
-                }
-                if let Some(u) = username {
-                    query.push(("u", u.clone()));
-                }
-                if let Some(p) = password {
-                    query.push(("p", p.clone()));
-                }
-                (url, "write", query, None, http)
+                let api = V1 {
+                    url,
+                    database,
+                    retention_policy: retention_policy.as_deref(),
+                    username: username.as_deref(),
+                    password: password.as_deref(),
+                };
+                InfluxWriter::new(&api, http)?
             }
             SinkConfig::InfluxdbV2 { url, org, bucket, token, http } => {
-                let query = vec![("org", org.clone()), ("bucket", bucket.clone()), ("precision", "ms".to_string())];
-                (url, "api/v2/write", query, token.as_ref().map(|t| format!("Token {t}")), http)
+                InfluxWriter::new(&V2 { url, org, bucket, token: token.as_deref() }, http)?
             }
             SinkConfig::File { .. } => return Ok(None),
         };
-        let base = if base.ends_with('/') { base.clone() } else { format!("{base}/") };
+        Ok(Some(writer))
+    }
+
+    /// A writer for one API's endpoint.
+    pub fn new(api: &dyn WriteApi, http: &HttpOptions) -> Result<InfluxWriter, WriteError> {
+        let base = api.base_url();
+        let base = if base.ends_with('/') { base.to_string() } else { format!("{base}/") };
         let mut write_url = reqwest::Url::parse(&base)
-            .and_then(|u| u.join(path))
+            .and_then(|u| u.join(api.path()))
             .map_err(|e| WriteError::Config(format!("sink URL {base:?} is not valid: {e}")))?;
-        write_url.query_pairs_mut().extend_pairs(query);
+        write_url.query_pairs_mut().extend_pairs(api.query());
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(http.timeout_secs))
             .connect_timeout(Duration::from_secs(http.timeout_secs.min(5)))
             .build()
             .map_err(|e| WriteError::Config(format!("cannot build HTTP client: {e}")))?;
-        Ok(Some(InfluxWriter { client, write_url, authorization, gzip: http.gzip }))
+        Ok(InfluxWriter { client, write_url, authorization: api.authorization(), gzip: http.gzip })
     }
 
     /// POST one body of line protocol. `Ok` means the server stored it

@@ -9,8 +9,10 @@
 //! - [`window`]: per-minute event-time windows with a watermark.
 //! - [`features`]: model input rows from per-interval power, batch and streaming.
 //! - [`model`]: tree evaluator, native model files, XGBoost import.
+//! - [`meter_csv`]: the product's meter CSV, the rows the simulator and trainer read.
 
 pub mod features;
+pub mod meter_csv;
 pub mod model;
 pub mod payload;
 pub mod reading;

@@ -8,6 +8,8 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use gridcast_core::meter_csv::{MeterCsv, MeterCsvError, PHASE_COLUMNS};
+
 /// One minute of the source data.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MinuteRow {
@@ -35,8 +37,6 @@ pub enum SeriesError {
     Open { path: PathBuf, error: std::io::Error },
     #[error("cannot read the minute CSV: {0}")]
     Read(std::io::Error),
-    #[error("cannot read the CSV header: {0}")]
-    Header(csv::Error),
     #[error("the CSV header has no `{0}` column (need `timestamp` and `p_l1`; `p_l2`, `p_l3` are optional)")]
     MissingColumn(&'static str),
     #[error("line {line}: {error}")]
@@ -64,7 +64,25 @@ impl SeriesError {
     }
 }
 
-const PHASE_COLUMNS: [&str; 3] = ["p_l1", "p_l2", "p_l3"];
+/// The shared parser's errors in this module's terms.
+impl From<MeterCsvError> for SeriesError {
+    fn from(error: MeterCsvError) -> Self {
+        match error {
+            MeterCsvError::MissingColumn { column, .. } => SeriesError::MissingColumn(column),
+            MeterCsvError::Csv { line, error } => SeriesError::Csv { line, error },
+            MeterCsvError::BadTimestamp { line, text } => SeriesError::BadValue {
+                line,
+                column: "timestamp",
+                message: format!("{text:?} is not an RFC 3339 timestamp"),
+            },
+            MeterCsvError::BadValue { line, column, text } => {
+                SeriesError::BadValue { line, column, message: format!("{text:?} is not a finite number (W)") }
+            }
+            MeterCsvError::NotIncreasing { line, ts, previous } => SeriesError::NotIncreasing { line, ts, previous },
+            MeterCsvError::Empty => SeriesError::Empty,
+        }
+    }
+}
 
 impl Series {
     /// Load a minute CSV from a file.
@@ -73,58 +91,54 @@ impl Series {
         Series::parse(std::io::BufReader::new(file))
     }
 
-    /// Parse a minute CSV from any reader.
+    /// Parse a minute CSV from any reader: the rows core's [`MeterCsv`] reads,
+    /// with a value in every present phase column, on whole seconds and at
+    /// least a minute apart.
     pub fn parse(mut reader: impl Read) -> Result<Series, SeriesError> {
-        // Read it whole: a year of minutes is ~20 MB, and having the bytes lets
-        // errors name the true line (see `line_at`).
+        // Read it whole: a year of minutes is ~20 MB, and the shared parser
+        // works on bytes.
         let mut data = Vec::new();
         reader.read_to_end(&mut data).map_err(SeriesError::Read)?;
-        let mut csv = csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::All).from_reader(data.as_slice());
-        let headers = csv.headers().map_err(SeriesError::Header)?.clone();
-        let column = |name: &'static str| headers.iter().position(|h| h == name);
-        let ts_col = column("timestamp").ok_or(SeriesError::MissingColumn("timestamp"))?;
-        let p_cols = PHASE_COLUMNS.map(column);
-        if p_cols[0].is_none() {
-            return Err(SeriesError::MissingColumn("p_l1"));
-        }
-
+        let csv = MeterCsv::new(&data)?;
+        let phases = csv.phases();
         let mut rows: Vec<MinuteRow> = Vec::new();
-        let mut record = csv::StringRecord::new();
-        loop {
-            let here = csv.position().byte();
-            match csv.read_record(&mut record) {
-                Ok(false) => break,
-                Ok(true) => {}
-                Err(error) => {
-                    let byte = error.position().map_or(here, |p| p.byte());
-                    return Err(SeriesError::Csv { line: line_at(&data, byte), error });
-                }
+        for row in csv {
+            let row = row?;
+            // Readings are placed at whole twelfths of a second from the minute
+            // start; a fractional start would make their timestamps inexact.
+            let fraction_ms = row.ts_ms.rem_euclid(1000);
+            if fraction_ms != 0 {
+                return Err(SeriesError::BadValue {
+                    line: row.line,
+                    column: "timestamp",
+                    message: format!("{fraction_ms} ms past a whole second; rows start on whole seconds"),
+                });
             }
-            // Only computed on error: it scans the file up to the record.
-            let line = || line_at(&data, record.position().map_or(here, |p| p.byte()));
-            let ts_secs = parse_timestamp(record.get(ts_col).unwrap_or(""))
-                .map_err(|message| SeriesError::BadValue { line: line(), column: "timestamp", message })?;
+            let ts_secs = row.ts_ms.div_euclid(1000);
             let mut p_w = [0.0; 3];
-            for (phase, col) in p_cols.iter().enumerate() {
-                if let Some(col) = col {
-                    p_w[phase] = parse_watts(record.get(*col).unwrap_or("")).map_err(|message| {
-                        SeriesError::BadValue { line: line(), column: PHASE_COLUMNS[phase], message }
-                    })?;
-                }
+            for (phase, value) in row.p_w.into_iter().enumerate() {
+                p_w[phase] = match (value, phases[phase]) {
+                    (Some(value), _) => value,
+                    (None, false) => 0.0,
+                    (None, true) => {
+                        return Err(SeriesError::BadValue {
+                            line: row.line,
+                            column: PHASE_COLUMNS[phase],
+                            message: "empty or NaN; every row needs a value in W".into(),
+                        });
+                    }
+                };
             }
             if let Some(prev) = rows.last()
                 && ts_secs < prev.ts_secs + 60
             {
                 return Err(SeriesError::NotIncreasing {
-                    line: line(),
+                    line: row.line,
                     ts: format_ts(ts_secs),
                     previous: format_ts(prev.ts_secs),
                 });
             }
             rows.push(MinuteRow { ts_secs, p_w });
-        }
-        if rows.is_empty() {
-            return Err(SeriesError::Empty);
         }
         Ok(Series { rows })
     }
@@ -169,39 +183,6 @@ impl Series {
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
-}
-
-fn parse_timestamp(text: &str) -> Result<i64, String> {
-    let ts = chrono::DateTime::parse_from_rfc3339(text)
-        .map_err(|e| format!("{text:?} is not an RFC 3339 timestamp ({e})"))?;
-    // Readings are placed at whole twelfths of a second from the minute start;
-    // a fractional start would make their timestamps inexact.
-    if ts.timestamp_subsec_nanos() != 0 {
-        return Err(format!("{text:?} has a fraction of a second; rows start on whole seconds"));
-    }
-    Ok(ts.timestamp())
-}
-
-fn parse_watts(text: &str) -> Result<f64, String> {
-    if text.is_empty() {
-        return Err("empty; every row needs a value in W".into());
-    }
-    match text.parse::<f64>() {
-        Ok(value) if value.is_finite() => Ok(value),
-        Ok(_) => Err(format!("{text:?} is not a finite number")),
-        Err(_) => Err(format!("{text:?} is not a number (W)")),
-    }
-}
-
-/// The 1-based line of the record csv says starts at `byte`. csv's own line
-/// count is off after skipped blank lines (it reports where it started
-/// looking, on the blank line), so skip line breaks and count newlines here.
-fn line_at(data: &[u8], byte: u64) -> u64 {
-    let mut at = usize::try_from(byte).unwrap_or(data.len()).min(data.len());
-    while at < data.len() && matches!(data[at], b'\n' | b'\r') {
-        at += 1;
-    }
-    1 + data[..at].iter().filter(|&&b| b == b'\n').count() as u64
 }
 
 fn format_ts(ts_secs: i64) -> String {

@@ -1,13 +1,16 @@
 //! Reading the product's CSV: `timestamp` (RFC 3339), `p_l1` and optional
-//! `p_l2`, `p_l3` in watts; other columns are ignored. Rows falling in the
-//! same interval are averaged per phase, so 10 s data can feed a 1 min model.
-//! Errors name the line and say what was expected there.
+//! `p_l2`, `p_l3` in watts; other columns are ignored. The rows come from
+//! core's [`MeterCsv`], the parser the simulator uses too; an empty or `nan`
+//! cell is a gap. Rows falling in the same interval are averaged per phase, so
+//! 10 s data can feed a 1 min model. Errors name the line and say what was
+//! expected there.
 
+use std::io::Read;
 use std::path::Path;
 
-use anyhow::{Context, bail};
-use chrono::DateTime;
+use anyhow::Context;
 use gridcast_core::features::Interval;
+use gridcast_core::meter_csv::MeterCsv;
 
 /// Load a meter CSV into per-interval averages, in time order.
 pub fn load_intervals(path: &Path, interval_secs: u32) -> anyhow::Result<Vec<Interval>> {
@@ -16,52 +19,23 @@ pub fn load_intervals(path: &Path, interval_secs: u32) -> anyhow::Result<Vec<Int
 }
 
 /// Like [`load_intervals`] from any reader.
-pub fn read_intervals(input: impl std::io::Read, interval_secs: u32) -> anyhow::Result<Vec<Interval>> {
-    let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(input);
-    let headers = rdr.headers().context("line 1: reading the header")?.clone();
-    let col = |name: &str| headers.iter().position(|h| h == name);
-    let Some(ts_col) = col("timestamp") else {
-        bail!("line 1: no `timestamp` column (header is {:?})", headers.iter().collect::<Vec<_>>());
-    };
-    let phase_cols = [col("p_l1"), col("p_l2"), col("p_l3")];
-    if phase_cols[0].is_none() {
-        bail!("line 1: no `p_l1` column (need timestamp,p_l1[,p_l2,p_l3] in W)");
-    }
+pub fn read_intervals(mut input: impl Read, interval_secs: u32) -> anyhow::Result<Vec<Interval>> {
+    let mut data = Vec::new();
+    input.read_to_end(&mut data).context("reading the CSV")?;
     let step = interval_secs as i64;
     let mut out: Vec<Interval> = Vec::new();
     // running sums for the interval being filled: (slot, sums, counts)
     let mut acc: Option<(i64, [f64; 3], [u32; 3])> = None;
-    let mut prev_ts = i64::MIN;
     let flush = |acc: (i64, [f64; 3], [u32; 3]), out: &mut Vec<Interval>| {
         let (slot, s, c) = acc;
         let p = std::array::from_fn(|i| if c[i] == 0 { f32::NAN } else { (s[i] / c[i] as f64) as f32 });
         out.push(Interval { ts: slot * step, p });
     };
-    for rec in rdr.records() {
-        let rec = rec.context("malformed CSV record")?;
-        let line = rec.position().map(|p| p.line()).unwrap_or(0);
-        let ts_s = rec.get(ts_col).unwrap_or("");
-        let ts = DateTime::parse_from_rfc3339(ts_s)
-            .with_context(|| format!("line {line}: timestamp {ts_s:?} is not RFC 3339 (like 2007-01-01T00:00:00Z)"))?
-            .timestamp();
-        if ts <= prev_ts {
-            bail!(
-                "line {line}: timestamp {ts_s} is not after the previous row's; rows must be in time order without duplicates"
-            );
-        }
-        prev_ts = ts;
-        let mut v = [f64::NAN; 3];
-        for (i, c) in phase_cols.iter().enumerate() {
-            let Some(c) = c else { continue };
-            let s = rec.get(*c).unwrap_or("");
-            if s.is_empty() || s.eq_ignore_ascii_case("nan") {
-                continue;
-            }
-            v[i] = s
-                .parse::<f64>()
-                .with_context(|| format!("line {line}: p_l{} = {s:?} is not a number of watts", i + 1))?;
-        }
-        let slot = ts.div_euclid(step);
+    // MeterCsv checks the timestamps (strictly increasing) and the numbers,
+    // and refuses a file without data rows.
+    for row in MeterCsv::new(&data)? {
+        let row = row?;
+        let slot = row.ts_ms.div_euclid(step * 1000);
         match &mut acc {
             Some((s, _, _)) if *s == slot => {}
             _ => {
@@ -72,25 +46,22 @@ pub fn read_intervals(input: impl std::io::Read, interval_secs: u32) -> anyhow::
             }
         }
         let (_, sums, counts) = acc.as_mut().expect("set above");
-        for i in 0..3 {
-            if v[i].is_finite() {
-                sums[i] += v[i];
-                counts[i] += 1;
+        for ((value, sum), count) in row.p_w.into_iter().zip(sums).zip(counts) {
+            if let Some(value) = value {
+                *sum += value;
+                *count += 1;
             }
         }
     }
     if let Some(a) = acc {
         flush(a, &mut out);
     }
-    if out.is_empty() {
-        bail!("no data rows after the header");
-    }
     Ok(out)
 }
 
 /// A features CSV for `predict-batch`: columns chosen by name, in `names`
 /// order; a missing column is an error naming it, an empty cell is NaN.
-pub fn read_feature_rows(input: impl std::io::Read, names: &[String]) -> anyhow::Result<Vec<f32>> {
+pub fn read_feature_rows(input: impl Read, names: &[String]) -> anyhow::Result<Vec<f32>> {
     let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(input);
     let headers = rdr.headers().context("line 1: reading the header")?.clone();
     let cols = names

@@ -15,7 +15,7 @@
 
 mod binary;
 mod json;
-mod rfc3339;
+pub(crate) mod rfc3339;
 
 #[cfg(test)]
 mod json_tests;

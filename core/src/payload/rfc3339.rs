@@ -8,7 +8,7 @@
 /// Milliseconds since the Unix epoch, or `None` if `s` is not an RFC 3339
 /// date-time. Fractions finer than a millisecond are rounded, like numeric
 /// timestamps. Accepts `T`/`t`/space between date and time and `Z`/`z`.
-pub(super) fn parse_ms(s: &str) -> Option<i64> {
+pub(crate) fn parse_ms(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     let mut p = Parser { b, at: 0 };
     let year = p.digits(4)?;

@@ -153,18 +153,18 @@ impl<C: Consumer> Driver<C> {
     }
 
     /// Run until `shutdown` or until the source closes `publishes`: batches
-    /// of up to `batch_max` messages, a tick every second, and `events`.
-    /// While the spool is full, no batch is taken (and so none acked): the
-    /// broker keeps the messages.
+    /// as `batching` says, a tick every second, and `events`. While the
+    /// spool is full, no batch is taken (and so none acked): the broker
+    /// keeps the messages.
     pub async fn run(
         mut self,
         mut publishes: mpsc::Receiver<Publish>,
         mut events: mpsc::Receiver<C::Event>,
         acker: impl Acker,
-        batch_max: usize,
+        batching: Batching,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
-        let batch_max = batch_max.max(1);
+        let batch_max = batching.max_messages.max(1);
         let mut batch: Vec<Publish> = Vec::with_capacity(batch_max);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -180,6 +180,7 @@ impl<C: Consumer> Driver<C> {
                     if n == 0 {
                         return Ok(());
                     }
+                    linger(&mut publishes, &mut batch, batch_max, batching.linger).await;
                     Input::Batch(std::mem::take(&mut batch))
                 }
                 _ = tick.tick() => Input::Tick,
@@ -265,6 +266,35 @@ impl<C: Consumer> Driver<C> {
         }
         self.consumer.on_committed(writes);
         Ok(())
+    }
+}
+
+/// How the driver groups messages into batches (one commit and one fsync
+/// each).
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    /// Most messages in one batch.
+    pub max_messages: usize,
+    /// After a batch's first message, wait this long for more (up to
+    /// `max_messages`) before committing. Zero commits whatever is there at
+    /// once. Fewer, larger commits write fewer bytes per reading to the disk
+    /// (an SD card wears out) at the cost of that much ack latency; the
+    /// broker's in-flight window must hold a linger's worth of messages, or
+    /// throughput is capped at window / linger.
+    pub linger: Duration,
+}
+
+/// Add to `batch` what arrives within `linger` (up to `batch_max`).
+async fn linger(publishes: &mut mpsc::Receiver<Publish>, batch: &mut Vec<Publish>, batch_max: usize, linger: Duration) {
+    if linger.is_zero() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + linger;
+    while batch.len() < batch_max {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return,
+            n = publishes.recv_many(batch, batch_max - batch.len()) => if n == 0 { return },
+        }
     }
 }
 

@@ -23,7 +23,7 @@ pub mod spool;
 pub mod stage;
 pub mod stats;
 
-pub use driver::{Consumer, Driver, Input, Output};
+pub use driver::{Batching, Consumer, Driver, Input, Output};
 pub use service::{Service, Shutdown};
 pub use spool::Spool;
 pub use stage::{Stage, StageConfig, Step};

@@ -55,6 +55,12 @@ impl Default for IngestConfig {
 pub struct PipelineConfig {
     /// Most MQTT messages spooled (one disk sync) and acknowledged together.
     pub batch_max_messages: usize,
+    /// Milliseconds to wait after a batch's first message for more before
+    /// committing (0: commit at once). Fewer, larger commits write fewer bytes
+    /// to the disk per reading (SD cards wear out); the broker's in-flight
+    /// window (Mosquitto `max_inflight_messages`) must hold a linger's worth
+    /// of messages, or throughput is capped at window / linger.
+    pub batch_linger_ms: u64,
     /// Close a sensor's open windows when it has sent nothing for this many
     /// seconds (a meter that went quiet would otherwise hold them open).
     pub idle_close_secs: u64,
@@ -68,6 +74,7 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
             batch_max_messages: 4096,
+            batch_linger_ms: 0,
             idle_close_secs: 300,
             measurement: "meter_window".into(),
             stats_interval_secs: 10,

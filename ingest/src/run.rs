@@ -20,7 +20,7 @@ use gridcast_edge::sinks::task::SinkTask;
 use gridcast_edge::source::mqtt::MqttSource;
 use gridcast_edge::spool::Depth;
 use gridcast_edge::stats::Snapshot;
-use gridcast_edge::{Consumer, Driver, Output, Service, Shutdown, Spool, StageConfig, Stats};
+use gridcast_edge::{Batching, Consumer, Driver, Output, Service, Shutdown, Spool, StageConfig, Stats};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -102,8 +102,11 @@ impl Ingest {
         let (tx, rx) = mpsc::channel(65_536);
         let (no_events, events) = mpsc::channel::<std::convert::Infallible>(1);
         let source_handle = tokio::spawn(source.run(tx, stats.clone(), shutdown.source.clone()));
-        let batch_max = config.pipeline.batch_max_messages;
-        let driver_handle = tokio::spawn(driver.run(rx, events, client, batch_max, shutdown.driver.clone()));
+        let batching = Batching {
+            max_messages: config.pipeline.batch_max_messages,
+            linger: Duration::from_millis(config.pipeline.batch_linger_ms),
+        };
+        let driver_handle = tokio::spawn(driver.run(rx, events, client, batching, shutdown.driver.clone()));
         tokio::spawn(log_summaries(
             stats.clone(),
             spool.clone(),

@@ -47,6 +47,8 @@ const DEFAULT_MINUTES: usize = 5;
 const WARMUP_SECS: u64 = 10;
 const INTERVAL_SECS: u32 = 60;
 const MIB: f64 = 1024.0;
+/// The predictor's batch linger, as an environment override of its config.
+const LINGER_ENV: &str = "GRIDCAST_PREDICT__BATCH_LINGER_MS";
 
 fn main() -> anyhow::Result<()> {
     // Re-executed as the publisher process (so its CPU is not the bench's).
@@ -201,9 +203,11 @@ fn main() -> anyhow::Result<()> {
     let mut report = json!({
         "benchmark": "predict_serving",
         "command": format!(
-            "{}{}cargo bench -p gridcast-predictor --bench predict_serving",
+            "{}{}{}cargo bench -p gridcast-predictor --bench predict_serving",
             minutes_env.map(|m| format!("GRIDCAST_BENCH_MINUTES={m} ")).unwrap_or_default(),
             if fsyncs.is_some() { "GRIDCAST_BENCH_STRACE=1 " } else { "" },
+            // The predictor inherits the environment: its config overrides show here.
+            std::env::var(LINGER_ENV).map(|v| format!("{LINGER_ENV}={v} ")).unwrap_or_default(),
         ),
         "machine": machine(),
         "setup": setup,

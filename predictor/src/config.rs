@@ -83,6 +83,9 @@ pub struct PredictSection {
     pub idle_close_secs: u64,
     /// Most MQTT messages processed (and acknowledged) together.
     pub batch_max_messages: usize,
+    /// Milliseconds to wait after a batch's first message for more before
+    /// committing (0: at once); as ingest's `[pipeline] batch_linger_ms`.
+    pub batch_linger_ms: u64,
     /// Seconds between the summary log lines.
     pub stats_interval_secs: u64,
 }
@@ -98,6 +101,7 @@ impl Default for PredictSection {
             measurement: "gridcast_prediction".into(),
             idle_close_secs: 300,
             batch_max_messages: 4096,
+            batch_linger_ms: 0,
             stats_interval_secs: 10,
         }
     }

@@ -27,7 +27,7 @@ use gridcast_edge::http::Exposition;
 use gridcast_edge::sinks::SinkConfig;
 use gridcast_edge::sinks::task::SinkTask;
 use gridcast_edge::source::mqtt::MqttSource;
-use gridcast_edge::{Consumer, Driver, Output, Service, Shutdown, Spool, StageConfig, Stats};
+use gridcast_edge::{Batching, Consumer, Driver, Output, Service, Shutdown, Spool, StageConfig, Stats};
 use influxdb_line_protocol::LineProtocolBuilder;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -133,8 +133,11 @@ impl Predictor {
         let client = mqtt.client.clone();
         let (tx, rx) = mpsc::channel(65_536);
         let source_handle = tokio::spawn(mqtt.run(tx, stats.clone(), shutdown.source.clone()));
-        let batch_max = config.predict.batch_max_messages;
-        let driver_handle = tokio::spawn(driver.run(rx, models_rx, client, batch_max, shutdown.driver.clone()));
+        let batching = Batching {
+            max_messages: config.predict.batch_max_messages,
+            linger: Duration::from_millis(config.predict.batch_linger_ms),
+        };
+        let driver_handle = tokio::spawn(driver.run(rx, models_rx, client, batching, shutdown.driver.clone()));
         tokio::spawn(log_summaries(
             metrics.clone(),
             stats.clone(),

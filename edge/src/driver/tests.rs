@@ -120,7 +120,8 @@ async fn a_full_spool_holds_the_acks_back_until_the_sinks_catch_up() {
     let (tx, rx) = mpsc::channel(16);
     let (_events_tx, events) = mpsc::channel(1);
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(driver.run(rx, events, acker, 1, shutdown.clone()));
+    let batching = Batching { max_messages: 1, linger: Duration::ZERO };
+    let task = tokio::spawn(driver.run(rx, events, acker, batching, shutdown.clone()));
 
     let acked = |n: usize| {
         let acks = acks.clone();
@@ -180,4 +181,31 @@ async fn events_are_handled_between_batches_in_arrival_order() {
     driver.handle(Input::Batch(vec![publish("a", T0 + 70_000, 1.0)]), &acker).await.unwrap();
     assert_eq!(driver.consumer().0, vec!["model swap", "closed"]);
     let _ = Source::Raw;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_linger_gathers_what_arrives_within_it_into_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (driver, _collect, spool) = driver(dir.path(), u64::MAX);
+    let acker = Recorder { spool: spool.clone(), acks: Arc::default() };
+    let acks = acker.acks.clone();
+    let (tx, rx) = mpsc::channel(16);
+    let (_events_tx, events) = mpsc::channel(1);
+    let shutdown = CancellationToken::new();
+    let batching = Batching { max_messages: 100, linger: Duration::from_millis(500) };
+    let task = tokio::spawn(driver.run(rx, events, acker, batching, shutdown.clone()));
+    // Three messages 100 ms apart (paused clock): one batch, one commit.
+    for i in 0..3 {
+        tx.send(publish("a", T0 + i * 1_000, 1.0)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(acks.lock().unwrap().is_empty(), "still lingering at 300 ms of 500");
+    while acks.lock().unwrap().len() < 3 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let acked: Vec<u64> = acks.lock().unwrap().iter().map(|a| a.1).collect();
+    assert_eq!(acked, vec![1, 1, 1], "all three acked after the one commit of journal entry 0");
+    assert_eq!(spool.next_journal_seq(), 1, "one batch");
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
 }

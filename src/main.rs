@@ -37,7 +37,16 @@ enum Command {
     PredictBatch(gridcast_trainer::cli::PredictBatchArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors end the process with one line on stderr (the cause chain joined
+/// by `: `, no backtrace) and exit status 1.
+fn main() {
+    if let Err(error) = run() {
+        eprintln!("gridcast: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off")))
         .with_target(false)

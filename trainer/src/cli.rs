@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use gridcast_core::features::{FeatureSpec, FeatureTable, TargetKind};
+use gridcast_core::features::{FeatureSpec, FeatureTable, Interval, TargetKind};
 use gridcast_core::model::{Model, xgboost};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -28,9 +28,11 @@ pub enum TargetArg {
 /// Feature and training knobs shared by `train` and `backtest`.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// Interval length in seconds the CSV is averaged to.
-    #[arg(long, default_value_t = 60)]
-    pub interval_secs: u32,
+    /// Interval length in seconds the CSV is averaged to [default: the data's
+    /// own spacing, e.g. 600 for a 10-minute export]. Must be a whole
+    /// multiple of that spacing (10 s rows average into 60 s intervals).
+    #[arg(long)]
+    pub interval_secs: Option<u32>,
     /// Intervals ahead to predict (1 = next interval).
     #[arg(long, default_value_t = 1)]
     pub horizon: u32,
@@ -67,9 +69,10 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    pub fn spec(&self) -> FeatureSpec {
+    /// The feature spec for a series averaged to `interval_secs`.
+    pub fn spec(&self, interval_secs: u32) -> FeatureSpec {
         FeatureSpec {
-            interval_secs: self.interval_secs,
+            interval_secs,
             horizon: self.horizon,
             target: match self.target {
                 TargetArg::Level => TargetKind::Level,
@@ -172,10 +175,19 @@ fn on_tree(pb: &ProgressBar) -> impl FnMut(usize, Option<f64>) + Send + '_ {
     }
 }
 
+/// Load the CSV at the interval asked for, or at the data's own spacing
+/// (said on stderr).
+fn load_series(csv: &std::path::Path, model: &ModelArgs) -> anyhow::Result<(FeatureSpec, Vec<Interval>)> {
+    let (interval, series) = data::load_series(csv, model.interval_secs)?;
+    if model.interval_secs.is_none() {
+        eprintln!("interval: {interval} s, the spacing of the rows in {}", csv.display());
+    }
+    Ok((model.spec(interval), series))
+}
+
 pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
-    let spec = args.model.spec();
     let params = args.model.params();
-    let series = data::load_intervals(&args.csv, spec.interval_secs)?;
+    let (spec, series) = load_series(&args.csv, &args.model)?;
     let table = FeatureTable::build(&spec, &series)?;
     let rows = table.labelled_rows();
     let pb = progress_bar(params.n_trees, false);
@@ -195,9 +207,8 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
 }
 
 pub fn run_backtest(args: BacktestArgs) -> anyhow::Result<()> {
-    let spec = args.model.spec();
     let params = args.model.params();
-    let series = data::load_intervals(&args.csv, spec.interval_secs)?;
+    let (spec, series) = load_series(&args.csv, &args.model)?;
     let pb = progress_bar(params.n_trees, args.json);
     let (report, _model, points) = pipeline::backtest(&spec, &series, &params, args.train_fraction, &mut on_tree(&pb))?;
     pb.finish_and_clear();
@@ -241,8 +252,7 @@ pub fn run_predict_batch(args: PredictBatchArgs) -> anyhow::Result<()> {
 }
 
 pub fn run_features(args: FeaturesArgs) -> anyhow::Result<()> {
-    let spec = args.model.spec();
-    let series = data::load_intervals(&args.csv, spec.interval_secs)?;
+    let (spec, series) = load_series(&args.csv, &args.model)?;
     let t = FeatureTable::build(&spec, &series)?;
     let f = std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let mut w = std::io::BufWriter::new(f);

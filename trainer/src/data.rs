@@ -5,58 +5,135 @@
 //! 10 s data can feed a 1 min model. Errors name the line and say what was
 //! expected there.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
 use anyhow::Context;
 use gridcast_core::features::Interval;
-use gridcast_core::meter_csv::MeterCsv;
+use gridcast_core::meter_csv::{MeterCsv, MeterRow};
+
+/// A meter CSV's rows, read once, before choosing the interval.
+#[derive(Debug, Clone)]
+pub struct MeterRows {
+    rows: Vec<MeterRow>,
+}
+
+impl MeterRows {
+    /// Read a meter CSV file.
+    pub fn load(path: &Path) -> anyhow::Result<MeterRows> {
+        let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        MeterRows::read(file).with_context(|| format!("reading {}", path.display()))
+    }
+
+    /// Read a meter CSV from any reader. `MeterCsv` checks the timestamps
+    /// (strictly increasing) and the numbers, and refuses a file without data.
+    pub fn read(mut input: impl Read) -> anyhow::Result<MeterRows> {
+        let mut data = Vec::new();
+        input.read_to_end(&mut data).context("reading the CSV")?;
+        let rows = MeterCsv::new(&data)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(MeterRows { rows })
+    }
+
+    /// The data's own spacing in whole seconds: the most common gap between
+    /// consecutive rows (so a few gaps or a missed reading do not change
+    /// it); `None` for a single row.
+    pub fn spacing_secs(&self) -> Option<u32> {
+        let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
+        for pair in self.rows.windows(2) {
+            let gap = (pair[1].ts_ms - pair[0].ts_ms + 500) / 1000;
+            if gap > 0 {
+                *counts.entry(gap).or_default() += 1;
+            }
+        }
+        // The most common gap; the shorter one on a tie.
+        let (gap, _) = counts.into_iter().max_by_key(|&(gap, n)| (n, std::cmp::Reverse(gap)))?;
+        u32::try_from(gap).ok()
+    }
+
+    /// The interval to average to: `requested` if it fits the data, else the
+    /// data's own spacing. An interval fits when it is a whole multiple of
+    /// the spacing (10 s rows make 60 s intervals); a shorter or misaligned
+    /// one would leave most intervals empty, and is an error saying what the
+    /// data's spacing is.
+    pub fn interval_secs(&self, requested: Option<u32>) -> anyhow::Result<u32> {
+        let spacing = self.spacing_secs();
+        match (requested, spacing) {
+            (Some(0), _) => anyhow::bail!("--interval-secs must be at least 1"),
+            (Some(interval), Some(spacing)) if interval % spacing != 0 => anyhow::bail!(
+                "--interval-secs {interval} does not fit the data: its rows are {} apart, so the interval must be a whole \
+                 multiple of {spacing} s (leave --interval-secs out to use {spacing} s)",
+                human_secs(spacing)
+            ),
+            (Some(interval), _) => Ok(interval),
+            (None, Some(spacing)) => Ok(spacing),
+            (None, None) => anyhow::bail!("one data row is not a series: the interval cannot be told"),
+        }
+    }
+
+    /// Per-interval averages per phase, in time order; an interval with no
+    /// value for a phase has NaN there (a gap stays a gap).
+    pub fn intervals(&self, interval_secs: u32) -> Vec<Interval> {
+        let step = interval_secs.max(1) as i64;
+        let mut out: Vec<Interval> = Vec::new();
+        // running sums for the interval being filled: (slot, sums, counts)
+        let mut acc: Option<(i64, [f64; 3], [u32; 3])> = None;
+        let flush = |acc: (i64, [f64; 3], [u32; 3]), out: &mut Vec<Interval>| {
+            let (slot, s, c) = acc;
+            let p = std::array::from_fn(|i| if c[i] == 0 { f32::NAN } else { (s[i] / c[i] as f64) as f32 });
+            out.push(Interval { ts: slot * step, p });
+        };
+        for row in &self.rows {
+            let slot = row.ts_ms.div_euclid(step * 1000);
+            match &mut acc {
+                Some((s, _, _)) if *s == slot => {}
+                _ => {
+                    if let Some(a) = acc.take() {
+                        flush(a, &mut out);
+                    }
+                    acc = Some((slot, [0.0; 3], [0; 3]));
+                }
+            }
+            let (_, sums, counts) = acc.as_mut().expect("set above");
+            for ((value, sum), count) in row.p_w.into_iter().zip(sums).zip(counts) {
+                if let Some(value) = value {
+                    *sum += value;
+                    *count += 1;
+                }
+            }
+        }
+        if let Some(a) = acc {
+            flush(a, &mut out);
+        }
+        out
+    }
+}
+
+/// `600` -> `10 min`, `45` -> `45 s`.
+fn human_secs(secs: u32) -> String {
+    match secs {
+        s if s % 3600 == 0 => format!("{} h", s / 3600),
+        s if s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+/// Load a meter CSV and average it to an interval: `requested`, or the
+/// data's own spacing. Returns the interval with the intervals.
+pub fn load_series(path: &Path, requested: Option<u32>) -> anyhow::Result<(u32, Vec<Interval>)> {
+    let rows = MeterRows::load(path)?;
+    let interval = rows.interval_secs(requested).with_context(|| format!("{}", path.display()))?;
+    Ok((interval, rows.intervals(interval)))
+}
 
 /// Load a meter CSV into per-interval averages, in time order.
 pub fn load_intervals(path: &Path, interval_secs: u32) -> anyhow::Result<Vec<Interval>> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    read_intervals(file, interval_secs).with_context(|| format!("reading {}", path.display()))
+    Ok(MeterRows::load(path)?.intervals(interval_secs))
 }
 
 /// Like [`load_intervals`] from any reader.
-pub fn read_intervals(mut input: impl Read, interval_secs: u32) -> anyhow::Result<Vec<Interval>> {
-    let mut data = Vec::new();
-    input.read_to_end(&mut data).context("reading the CSV")?;
-    let step = interval_secs as i64;
-    let mut out: Vec<Interval> = Vec::new();
-    // running sums for the interval being filled: (slot, sums, counts)
-    let mut acc: Option<(i64, [f64; 3], [u32; 3])> = None;
-    let flush = |acc: (i64, [f64; 3], [u32; 3]), out: &mut Vec<Interval>| {
-        let (slot, s, c) = acc;
-        let p = std::array::from_fn(|i| if c[i] == 0 { f32::NAN } else { (s[i] / c[i] as f64) as f32 });
-        out.push(Interval { ts: slot * step, p });
-    };
-    // MeterCsv checks the timestamps (strictly increasing) and the numbers,
-    // and refuses a file without data rows.
-    for row in MeterCsv::new(&data)? {
-        let row = row?;
-        let slot = row.ts_ms.div_euclid(step * 1000);
-        match &mut acc {
-            Some((s, _, _)) if *s == slot => {}
-            _ => {
-                if let Some(a) = acc.take() {
-                    flush(a, &mut out);
-                }
-                acc = Some((slot, [0.0; 3], [0; 3]));
-            }
-        }
-        let (_, sums, counts) = acc.as_mut().expect("set above");
-        for ((value, sum), count) in row.p_w.into_iter().zip(sums).zip(counts) {
-            if let Some(value) = value {
-                *sum += value;
-                *count += 1;
-            }
-        }
-    }
-    if let Some(a) = acc {
-        flush(a, &mut out);
-    }
-    Ok(out)
+pub fn read_intervals(input: impl Read, interval_secs: u32) -> anyhow::Result<Vec<Interval>> {
+    Ok(MeterRows::read(input)?.intervals(interval_secs))
 }
 
 /// A features CSV for `predict-batch`: columns chosen by name, in `names`
@@ -123,6 +200,36 @@ mod tests {
         let csv = "timestamp,p_l1\n2007-01-01T00:01:00Z,1\n2007-01-01T00:00:00Z,2\n";
         let e = format!("{:#}", read_intervals(csv.as_bytes(), 60).unwrap_err());
         assert!(e.contains("line 3"), "{e}");
+    }
+
+    /// `n` rows `every` seconds apart from 2007-01-01, with a gap after row 3.
+    fn rows(n: usize, every: i64) -> MeterRows {
+        let mut csv = String::from("timestamp,p_l1\n");
+        for i in 0..n as i64 {
+            let t = 1_167_609_600 + i * every + if i > 3 { 5 * every } else { 0 };
+            let ts = chrono::DateTime::from_timestamp(t, 0).unwrap().to_rfc3339();
+            csv.push_str(&format!("{ts},{}\n", 100 + i));
+        }
+        MeterRows::read(csv.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn the_interval_is_the_data_spacing_when_not_given() {
+        assert_eq!(rows(20, 600).spacing_secs(), Some(600), "10-minute export, one gap");
+        assert_eq!(rows(20, 600).interval_secs(None).unwrap(), 600);
+        assert_eq!(rows(20, 900).interval_secs(None).unwrap(), 900);
+        assert_eq!(rows(20, 10).interval_secs(Some(60)).unwrap(), 60, "10 s rows average into minutes");
+        let iv = rows(20, 600).intervals(600);
+        assert_eq!(iv.len(), 20, "one interval a row: none empty");
+    }
+
+    #[test]
+    fn an_interval_that_does_not_fit_the_data_says_the_spacing_found() {
+        let e = rows(20, 600).interval_secs(Some(60)).unwrap_err().to_string();
+        assert!(e.contains("10 min apart") && e.contains("multiple of 600 s"), "{e}");
+        let e = rows(20, 900).interval_secs(Some(600)).unwrap_err().to_string();
+        assert!(e.contains("15 min apart"), "{e}");
+        assert!(rows(1, 60).interval_secs(None).is_err());
     }
 
     #[test]

@@ -94,3 +94,31 @@ fn predict_batch_reads_columns_by_the_models_feature_names() {
     assert!(x.iter().enumerate().all(|(i, v)| i == total || v.is_nan()));
     assert!(m.predict_level(&x).is_finite());
 }
+
+/// A 10-minute meter export (the shipped minute sample averaged to 10
+/// minutes), given with no interval: the interval is the data's spacing,
+/// and a backtest has rows to learn from. At one minute (what used to be
+/// assumed) it is refused, naming the spacing found.
+#[test]
+fn a_ten_minute_export_backtests_with_no_interval_given() {
+    let minutes = sample();
+    let mut csv = String::from("timestamp,p_l1,p_l2,p_l3\n");
+    for chunk in minutes.chunks_exact(10).filter(|c| c[9].ts - c[0].ts == 540) {
+        let mean = |i: usize| chunk.iter().map(|iv| iv.p[i] as f64).sum::<f64>() / 10.0;
+        let ts = chrono::DateTime::from_timestamp(chunk[0].ts, 0).unwrap().to_rfc3339();
+        csv.push_str(&format!("{ts},{:.3},{:.3},{:.3}\n", mean(0), mean(1), mean(2)));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ten_minutes.csv");
+    std::fs::write(&path, csv).unwrap();
+
+    let (interval, series) = data::load_series(&path, None).unwrap();
+    assert_eq!(interval, 600);
+    let spec = gridcast_core::features::FeatureSpec { interval_secs: interval, ..Default::default() };
+    let p = TrainParams { n_trees: 40, learning_rate: 0.1, threads: 2, ..Default::default() };
+    let (r, _, _) = pipeline::backtest(&spec, &series, &p, 0.8, &mut |_, _| {}).unwrap();
+    assert!(r.train_rows > 1000 && r.test_rows > 300, "{r}");
+
+    let e = format!("{:#}", data::load_series(&path, Some(60)).unwrap_err());
+    assert!(e.contains("10 min apart") && e.contains("ten_minutes.csv"), "{e}");
+}

@@ -35,6 +35,9 @@ enum Command {
     Backtest(gridcast_trainer::cli::BacktestArgs),
     /// One prediction per row of a features CSV, columns picked by the model's feature names.
     PredictBatch(gridcast_trainer::cli::PredictBatchArgs),
+    /// Train a challenger on the history, gate it against the champion, publish it if it wins
+    /// (exit 0 shipped, 3 kept the champion, 1 error).
+    Retrain(gridcast_trainer::retrain::RetrainArgs),
 }
 
 /// Errors end the process with one line on stderr (the cause chain joined
@@ -70,6 +73,10 @@ fn run() -> anyhow::Result<()> {
             Command::Train(args) => gridcast_trainer::cli::run_train(args),
             Command::Backtest(args) => gridcast_trainer::cli::run_backtest(args),
             Command::PredictBatch(args) => gridcast_trainer::cli::run_predict_batch(args),
+            Command::Retrain(args) => match gridcast_trainer::retrain::run(args)? {
+                0 => Ok(()),
+                status => std::process::exit(status),
+            },
         }
     })
 }

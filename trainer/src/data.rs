@@ -26,6 +26,11 @@ impl MeterRows {
         MeterRows::read(file).with_context(|| format!("reading {}", path.display()))
     }
 
+    /// Rows from elsewhere (ingest's windows), in time order.
+    pub fn from_rows(rows: Vec<MeterRow>) -> MeterRows {
+        MeterRows { rows }
+    }
+
     /// Read a meter CSV from any reader. `MeterCsv` checks the timestamps
     /// (strictly increasing) and the numbers, and refuses a file without data.
     pub fn read(mut input: impl Read) -> anyhow::Result<MeterRows> {

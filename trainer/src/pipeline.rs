@@ -14,7 +14,8 @@ use crate::gbdt::{self, Loss, TrainParams, Trained};
 /// Progress callback: (trees done, validation metric).
 pub type Progress<'a> = &'a mut (dyn FnMut(usize, Option<f64>) + Send);
 
-fn rfc3339(ts: i64) -> String {
+/// Unix seconds as RFC 3339 (UTC, whole seconds).
+pub fn rfc3339(ts: i64) -> String {
     DateTime::from_timestamp(ts, 0).map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default()
 }
 
@@ -63,6 +64,7 @@ pub fn fit(
         training_rows: Some(idx.len() as u64),
         params: params_json.as_object().map(|o| o.clone().into_iter().collect()).unwrap_or_default(),
         metrics,
+        lineage: None,
     };
     let model = Model::new(meta, trained.trees.clone())?;
     Ok((model, trained))

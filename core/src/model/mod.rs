@@ -70,6 +70,28 @@ pub struct ModelMetadata {
     /// Measured quality, e.g. `backtest_mae_w`, `validation_mae`.
     #[serde(default)]
     pub metrics: BTreeMap<String, f64>,
+    /// Where a retrained model comes from; `None` for one trained by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<Lineage>,
+}
+
+/// A retrained model's history: the model it replaced, what it learned
+/// from, and how both scored on the data the challenger never saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// Version (payload sha256) of the champion it was measured against.
+    pub parent_version: String,
+    /// First and last interval of the history used (RFC 3339).
+    pub data_range: (String, String),
+    /// Start of the holdout (RFC 3339): the challenger trained before it.
+    pub holdout_from: String,
+    /// Holdout scores, W: `mae`, `rmse`, `persistence_mae`, `skill`.
+    pub champion_holdout: BTreeMap<String, f64>,
+    pub challenger_holdout: BTreeMap<String, f64>,
+    /// What started the retrain (`cli`, `schedule`, `mispredictions`).
+    pub trigger: String,
+    /// Mispredicted triplets that weighted the training.
+    pub triplets_used: u64,
 }
 
 /// A loaded, ready-to-run model.

@@ -15,6 +15,7 @@ fn model() -> Model {
         training_rows: Some(100),
         params: Default::default(),
         metrics: [("validation_mae".to_string(), 12.5)].into_iter().collect(),
+        lineage: None,
     };
     let t = Tree {
         feature: vec![3, 0, 0],

@@ -82,6 +82,7 @@ pub fn import_json(bytes: &[u8], target: TargetKind) -> Result<Model, ModelError
         training_rows: None,
         params: Default::default(),
         metrics: Default::default(),
+        lineage: None,
     };
     Model::new(meta, trees)
 }

@@ -1,0 +1,133 @@
+//! `gridcast retrain` on the shipped sample: a challenger that wins by the
+//! margin is published (version first, then `current.gcm`), one that cannot
+//! beat the champion ships nothing and says why, and ingest's line files
+//! give the same history as the CSV.
+
+use std::path::{Path, PathBuf};
+
+use gridcast_core::features::{FeatureSpec, FeatureTable};
+use gridcast_core::model::Model;
+use gridcast_trainer::gbdt::TrainParams;
+use gridcast_trainer::retrain::config::{HistoryConfig, RetrainConfig};
+use gridcast_trainer::retrain::{history, retrain};
+use gridcast_trainer::{data, pipeline};
+
+fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(p)
+}
+
+const SAMPLE: &str = "samples/uci_household_2007-01_14d.csv";
+
+/// A retrain of the sample against `champion`, publishing under `out`.
+fn config(champion: &Path, out: &Path) -> RetrainConfig {
+    let mut c = RetrainConfig::default();
+    c.history.csv = Some(repo(SAMPLE));
+    c.champion.model = champion.to_path_buf();
+    c.train.trees = 60;
+    c.train.learning_rate = 0.1;
+    c.train.threads = 2;
+    c.gate.margin = 0.01;
+    c.publish.dir = format!("file://{}", out.display());
+    c.publish.site = "home".into();
+    c
+}
+
+/// A champion barely better than persistence: one small tree.
+fn weak_champion(dir: &Path) -> PathBuf {
+    let series = data::load_intervals(&repo(SAMPLE), 60).unwrap();
+    let spec = FeatureSpec::default();
+    let table = FeatureTable::build(&spec, &series[..5000]).unwrap();
+    let params =
+        TrainParams { n_trees: 1, learning_rate: 0.01, early_stopping_rounds: 0, threads: 1, ..Default::default() };
+    let (model, _) = pipeline::fit(&spec, &table, &table.labelled_rows(), &params, &mut |_, _| {}).unwrap();
+    let path = dir.join("weak.gcm");
+    std::fs::write(&path, model.to_bytes()).unwrap();
+    path
+}
+
+#[test]
+fn a_challenger_that_wins_by_the_margin_is_published_version_first_then_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let champion = weak_champion(dir.path());
+    let champion_version = Model::from_bytes(&std::fs::read(&champion).unwrap()).unwrap().payload_sha256();
+    let out = dir.path().join("store");
+    let outcome = retrain(&config(&champion, &out), "cli").unwrap();
+    assert!(outcome.verdict.ship, "{}", outcome.verdict);
+    assert!(outcome.challenger.mae < outcome.champion.mae * 0.99);
+    let published = outcome.published.expect("published");
+    let models = out.join("home/models");
+    assert_eq!(published.versioned, models.join(format!("{}.gcm", published.version)));
+    assert_eq!(published.current, models.join("current.gcm"));
+    let current = std::fs::read(&published.current).unwrap();
+    assert_eq!(current, std::fs::read(&published.versioned).unwrap());
+    let model = Model::from_bytes(&current).unwrap();
+    let lineage = model.meta.lineage.expect("a retrained model says where it comes from");
+    assert_eq!(lineage.parent_version, champion_version);
+    assert_eq!(lineage.trigger, "cli");
+    assert_eq!(lineage.data_range.0, "2007-01-01T00:00:00Z");
+    assert_eq!(lineage.holdout_from, "2007-01-11T23:59:00Z", "the last 3 days held out");
+    assert_eq!(lineage.champion_holdout["mae"], outcome.champion.mae);
+    assert_eq!(lineage.challenger_holdout["mae"], outcome.challenger.mae);
+    assert!(model.meta.training_range.unwrap().1 < lineage.holdout_from, "the challenger never saw the holdout");
+    let names: Vec<_> = std::fs::read_dir(&models).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 2, "the version and current.gcm, no temp file left: {names:?}");
+
+    // The same retrain again makes the same model: its version file is kept, not rewritten.
+    let again = retrain(&config(&champion, &out), "cli").unwrap().published.unwrap();
+    assert_eq!(again.version, published.version);
+}
+
+#[test]
+fn a_challenger_that_cannot_beat_the_champion_ships_nothing_and_says_why() {
+    // The shipped model was trained on the whole sample, holdout included.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("store");
+    let outcome = retrain(&config(&repo("models/default.gcm"), &out), "cli").unwrap();
+    assert!(!outcome.verdict.ship);
+    assert!(outcome.published.is_none());
+    assert!(outcome.verdict.reason.contains("shipping needs 1.0 % below"), "{}", outcome.verdict);
+    assert!(!out.exists(), "nothing written");
+}
+
+#[test]
+fn ingest_line_files_give_the_history_the_csv_gives() {
+    let series = data::load_intervals(&repo(SAMPLE), 60).unwrap();
+    let two_days = &series[..2880];
+    let dir = tempfile::tempdir().unwrap();
+    let mut day1 = String::new();
+    let mut day2 = String::new();
+    for (i, iv) in two_days.iter().enumerate() {
+        let out = if i < 1440 { &mut day1 } else { &mut day2 };
+        let ms = iv.ts * 1000;
+        // As ingest writes them (fields abridged), with another sensor and source beside.
+        out.push_str(&format!(
+            "meter_window,sensor=a,source=raw readings=720i,p_l1_mean={},p_l2_mean={},p_l3_mean={},p_sum_mean=1 {ms}\n",
+            iv.p[0], iv.p[1], iv.p[2]
+        ));
+        out.push_str(&format!("meter_window,sensor=b,source=raw readings=720i,p_l1_mean=1 {ms}\n"));
+        out.push_str(&format!("meter_window,sensor=a,source=one_minute readings=1i,p_l1_mean=2 {ms}\n"));
+    }
+    // A window written twice (a sink retried after a crash), and a broken line.
+    let last = day2.lines().rev().nth(2).unwrap().to_string();
+    day2.push_str(&format!("{last}\nnot line protocol at all\n"));
+    std::fs::write(dir.path().join("gridcast-2007-01-01.lp"), day1).unwrap();
+    std::fs::write(dir.path().join("gridcast-2007-01-02.lp"), day2).unwrap();
+
+    let config = HistoryConfig {
+        lines_dir: Some(dir.path().to_path_buf()),
+        sensor: Some("a".into()),
+        ..HistoryConfig::default()
+    };
+    let from_lines = history::load(&config, 60).unwrap();
+    assert_eq!(from_lines.len(), two_days.len());
+    for (got, want) in from_lines.iter().zip(two_days) {
+        assert_eq!(got.ts, want.ts);
+        for phase in 0..3 {
+            let (g, w) = (got.p[phase], want.p[phase]);
+            assert!((g.is_nan() && w.is_nan()) || g == w, "{} phase {phase}: {g} vs {w}", got.ts);
+        }
+    }
+    let wrong = HistoryConfig { sensor: Some("nobody".into()), ..config };
+    let e = format!("{:#}", history::load(&wrong, 60).unwrap_err());
+    assert!(e.contains("nobody"), "{e}");
+}

@@ -150,7 +150,7 @@ impl Stage {
                 }
             }
         }
-        let mut step = self.finish(None);
+        let mut step = self.finish(None, Vec::new());
         step.counts = counts;
         step
     }
@@ -198,7 +198,7 @@ impl Stage {
                 }
             }
         }
-        let mut step = self.finish(Some((seq, journal)));
+        let mut step = self.finish(Some((seq, journal)), Vec::new());
         step.counts = counts;
         step.rejects = rejects;
         step.first_late = first_late;
@@ -209,10 +209,7 @@ impl Stage {
     pub fn on_tick(&mut self, now_ms: i64) -> Step {
         let mut closed = Vec::new();
         self.windows.close_idle(now_ms, self.idle_close_ms, &mut closed);
-        let mut step = self.finish(None);
-        step.closed.splice(0..0, closed);
-        step.frontiers = frontiers_of(&step.closed);
-        step
+        self.finish(None, closed)
     }
 
     /// Windows open now.
@@ -225,8 +222,9 @@ impl Stage {
         self.next_seq
     }
 
-    fn finish(&mut self, journal: Option<(u64, Vec<u8>)>) -> Step {
-        let mut closed = Vec::new();
+    /// The step of an input: `closed` (windows it closed already) and every
+    /// window now past its watermark.
+    fn finish(&mut self, journal: Option<(u64, Vec<u8>)>, mut closed: Vec<ClosedWindow>) -> Step {
         self.windows.drain_closed(&mut closed);
         let frontiers = frontiers_of(&closed);
         let forget_below = self.windows.min_open_seq().unwrap_or(self.next_seq);

@@ -109,6 +109,11 @@ impl<C: Consumer> Driver<C> {
         &self.consumer
     }
 
+    /// The counters this driver and its source keep.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
     /// Rebuild the open windows from the spool after a restart, and commit
     /// whatever the replay closed.
     pub async fn recover(&mut self) -> anyhow::Result<()> {
@@ -166,16 +171,23 @@ impl<C: Consumer> Driver<C> {
     ) -> anyhow::Result<()> {
         let batch_max = batching.max_messages.max(1);
         let mut batch: Vec<Publish> = Vec::with_capacity(batch_max);
+        let mut events_open = true;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
-            if self.spool.is_full() && !self.wait_for_room(&shutdown).await {
+            if self.spool.is_full() && !wait_for_room(&self.spool, &self.stats, &shutdown).await {
                 return Ok(());
             }
             let input = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(()),
-                Some(event) = events.recv() => Input::Event(event),
+                event = events.recv(), if events_open => match event {
+                    Some(event) => Input::Event(event),
+                    None => {
+                        events_open = false; // a service without events of its own
+                        continue;
+                    }
+                },
                 n = publishes.recv_many(&mut batch, batch_max) => {
                     if n == 0 {
                         return Ok(());
@@ -187,24 +199,6 @@ impl<C: Consumer> Driver<C> {
             };
             self.handle(input, &acker).await?;
         }
-    }
-
-    /// Wait until the spool has room again; false if shut down first.
-    async fn wait_for_room(&self, shutdown: &CancellationToken) -> bool {
-        tracing::error!(
-            waiting_bytes = self.spool.waiting_bytes(),
-            max_bytes = self.spool.max_bytes(),
-            "spool is full: not acknowledging MQTT messages until the sinks catch up (the broker keeps them)"
-        );
-        Stats::add(&self.stats.spool_full_waits, 1);
-        while self.spool.is_full() {
-            tokio::select! {
-                _ = shutdown.cancelled() => return false,
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            }
-        }
-        tracing::info!("spool has room again: taking messages");
-        true
     }
 
     fn count(&self, step: &Step, batch: &[Publish]) {
@@ -267,6 +261,26 @@ impl<C: Consumer> Driver<C> {
         self.consumer.on_committed(writes);
         Ok(())
     }
+}
+
+/// Wait until the spool has room again; false if shut down first. (A free
+/// function: holding `&Driver` across the wait would make the driver's
+/// future `Send` only for `Sync` consumers.)
+async fn wait_for_room(spool: &Spool, stats: &Stats, shutdown: &CancellationToken) -> bool {
+    tracing::error!(
+        waiting_bytes = spool.waiting_bytes(),
+        max_bytes = spool.max_bytes(),
+        "spool is full: not acknowledging MQTT messages until the sinks catch up (the broker keeps them)"
+    );
+    Stats::add(&stats.spool_full_waits, 1);
+    while spool.is_full() {
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    tracing::info!("spool has room again: taking messages");
+    true
 }
 
 /// How the driver groups messages into batches (one commit and one fsync

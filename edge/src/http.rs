@@ -76,6 +76,23 @@ pub async fn serve(
     Ok((task, bound))
 }
 
+/// [`serve`] as one of a service's helpers: nothing when `listen` is empty;
+/// otherwise bound now (a taken port is a start-up error) and run in
+/// `helpers` until `shutdown`. Returns the address bound.
+pub async fn serve_in(
+    listen: &str,
+    exposition: Arc<dyn Exposition>,
+    shutdown: CancellationToken,
+    helpers: &mut tokio::task::JoinSet<anyhow::Result<()>>,
+) -> Result<Option<SocketAddr>, ServeError> {
+    if listen.is_empty() {
+        return Ok(None);
+    }
+    let (task, addr) = serve(listen, exposition, shutdown).await?;
+    helpers.spawn(async move { task.await.map_err(anyhow::Error::from) });
+    Ok(Some(addr))
+}
+
 fn route(req: &Request<hyper::body::Incoming>, exposition: &dyn Exposition) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match req.uri().path() {
         "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", exposition.render()),

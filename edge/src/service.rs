@@ -9,8 +9,13 @@
 //! disconnect), then sinks, uploaders and servers (whatever they had not
 //! delivered stays spooled for the next start).
 
+use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
+
+use crate::config::MqttConfig;
+use crate::driver::{Batching, Consumer, Driver};
+use crate::source::mqtt::MqttSource;
 
 /// The stop tokens of one service's tasks, by stopping order.
 #[derive(Debug, Default)]
@@ -29,6 +34,30 @@ impl Drop for Shutdown {
         self.source.cancel();
         self.helpers.cancel();
     }
+}
+
+/// Start a service's MQTT source and its recovered `driver` (taking
+/// `events` between batches), and supervise them with the `helpers` already
+/// running (sinks, uploaders, servers): what ingest and predict both do last
+/// in their `start`. Returns the running [`Service`].
+pub fn launch<C: Consumer>(
+    mqtt: &MqttConfig,
+    driver: Driver<C>,
+    events: mpsc::Receiver<C::Event>,
+    batching: Batching,
+    shutdown: Shutdown,
+    helpers: JoinSet<anyhow::Result<()>>,
+    on_driver_end: impl FnOnce() + Send + 'static,
+) -> Service {
+    let source = MqttSource::new(mqtt);
+    let client = source.client.clone();
+    // Bounded by the broker's in-flight window long before this size.
+    let (tx, rx) = mpsc::channel(65_536);
+    let source = tokio::spawn(source.run(tx, driver.stats().clone(), shutdown.source.clone()));
+    let driver = tokio::spawn(driver.run(rx, events, client, batching, shutdown.driver.clone()));
+    let stop = shutdown.driver.clone();
+    let task = tokio::spawn(supervise(shutdown, driver, source, helpers, on_driver_end));
+    Service::new(stop, task)
 }
 
 /// Run a started service to its end: until its driver stops (asked to, or

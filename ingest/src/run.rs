@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use gridcast_core::window::ClosedWindow;
 use gridcast_edge::http::Exposition;
+use gridcast_edge::service::launch;
 use gridcast_edge::sinks::SinkConfig;
 use gridcast_edge::sinks::task::SinkTask;
-use gridcast_edge::source::mqtt::MqttSource;
 use gridcast_edge::spool::Depth;
 use gridcast_edge::stats::Snapshot;
 use gridcast_edge::{Batching, Consumer, Driver, Output, Service, Shutdown, Spool, StageConfig, Stats};
@@ -87,41 +87,27 @@ impl Ingest {
             helpers.spawn(task.run(spool.clone(), newest_rx.clone(), stats.clone(), shutdown.helpers.clone()));
         }
         let running = Arc::new(AtomicBool::new(false));
-        let mut http_addr = None;
-        if !config.http.listen.is_empty() {
-            let exposition =
-                Arc::new(IngestExposition { stats: stats.clone(), spool: spool.clone(), running: running.clone() });
-            let (task, addr) =
-                gridcast_edge::http::serve(&config.http.listen, exposition, shutdown.helpers.clone()).await?;
-            helpers.spawn(async move { task.await.map_err(anyhow::Error::from) });
-            http_addr = Some(addr);
-        }
-
-        let source = MqttSource::new(&config.mqtt);
-        let client = source.client.clone();
-        let (tx, rx) = mpsc::channel(65_536);
-        let (no_events, events) = mpsc::channel::<std::convert::Infallible>(1);
-        let source_handle = tokio::spawn(source.run(tx, stats.clone(), shutdown.source.clone()));
-        let batching = Batching {
-            max_messages: config.pipeline.batch_max_messages,
-            linger: Duration::from_millis(config.pipeline.batch_linger_ms),
-        };
-        let driver_handle = tokio::spawn(driver.run(rx, events, client, batching, shutdown.driver.clone()));
+        let exposition =
+            Arc::new(IngestExposition { stats: stats.clone(), spool: spool.clone(), running: running.clone() });
+        let http_addr =
+            gridcast_edge::http::serve_in(&config.http.listen, exposition, shutdown.helpers.clone(), &mut helpers)
+                .await?;
         tokio::spawn(log_summaries(
             stats.clone(),
             spool.clone(),
             Duration::from_secs(config.pipeline.stats_interval_secs.max(1)),
             shutdown.driver.clone(),
         ));
+        let batching = Batching {
+            max_messages: config.pipeline.batch_max_messages,
+            linger: Duration::from_millis(config.pipeline.batch_linger_ms),
+        };
+        // Ingest has no events of its own: a closed channel.
+        let (_, no_events) = mpsc::channel(1);
         running.store(true, Ordering::Relaxed);
-
-        let stop = shutdown.driver.clone();
-        let task = tokio::spawn(async move {
-            let _keep_open = no_events;
-            let on_driver_end = move || running.store(false, Ordering::Relaxed);
-            gridcast_edge::service::supervise(shutdown, driver_handle, source_handle, helpers, on_driver_end).await
-        });
-        Ok(Ingest { stats, spool, http_addr, service: Service::new(stop, task) })
+        let on_driver_end = move || running.store(false, Ordering::Relaxed);
+        let service = launch(&config.mqtt, driver, no_events, batching, shutdown, helpers, on_driver_end);
+        Ok(Ingest { stats, spool, http_addr, service })
     }
 
     /// Wait until the broker has confirmed our subscriptions: from then on

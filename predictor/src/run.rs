@@ -24,9 +24,9 @@ use gridcast_core::features::Interval;
 use gridcast_core::window::{ClosedWindow, WindowConfig};
 use gridcast_core::{Field, Source};
 use gridcast_edge::http::Exposition;
+use gridcast_edge::service::launch;
 use gridcast_edge::sinks::SinkConfig;
 use gridcast_edge::sinks::task::SinkTask;
-use gridcast_edge::source::mqtt::MqttSource;
 use gridcast_edge::{Batching, Consumer, Driver, Output, Service, Shutdown, Spool, StageConfig, Stats};
 use influxdb_line_protocol::LineProtocolBuilder;
 use tokio::sync::{Notify, mpsc, watch};
@@ -121,38 +121,24 @@ impl Predictor {
             current_version: model.version.clone(),
         };
         helpers.spawn(watcher.run(models_tx, metrics.clone(), shutdown.helpers.clone()));
-        if !config.http.listen.is_empty() {
-            let exposition =
-                Arc::new(PredictExposition { metrics: metrics.clone(), stats: stats.clone(), spool: spool.clone() });
-            let (task, _addr) =
-                gridcast_edge::http::serve(&config.http.listen, exposition, shutdown.helpers.clone()).await?;
-            helpers.spawn(async move { task.await.map_err(anyhow::Error::from) });
-        }
-
-        let mqtt = MqttSource::new(&config.mqtt);
-        let client = mqtt.client.clone();
-        let (tx, rx) = mpsc::channel(65_536);
-        let source_handle = tokio::spawn(mqtt.run(tx, stats.clone(), shutdown.source.clone()));
-        let batching = Batching {
-            max_messages: config.predict.batch_max_messages,
-            linger: Duration::from_millis(config.predict.batch_linger_ms),
-        };
-        let driver_handle = tokio::spawn(driver.run(rx, models_rx, client, batching, shutdown.driver.clone()));
+        let exposition =
+            Arc::new(PredictExposition { metrics: metrics.clone(), stats: stats.clone(), spool: spool.clone() });
+        gridcast_edge::http::serve_in(&config.http.listen, exposition, shutdown.helpers.clone(), &mut helpers).await?;
         tokio::spawn(log_summaries(
             metrics.clone(),
             stats.clone(),
             Duration::from_secs(config.predict.stats_interval_secs.max(1)),
             shutdown.driver.clone(),
         ));
+        let batching = Batching {
+            max_messages: config.predict.batch_max_messages,
+            linger: Duration::from_millis(config.predict.batch_linger_ms),
+        };
         metrics.running.store(true, Ordering::Relaxed);
-
         let m = metrics.clone();
-        let stop = shutdown.driver.clone();
-        let task = tokio::spawn(async move {
-            let on_driver_end = move || m.running.store(false, Ordering::Relaxed);
-            gridcast_edge::service::supervise(shutdown, driver_handle, source_handle, helpers, on_driver_end).await
-        });
-        Ok(Predictor { metrics, stats, triplets, spool, service: Service::new(stop, task) })
+        let on_driver_end = move || m.running.store(false, Ordering::Relaxed);
+        let service = launch(&config.mqtt, driver, models_rx, batching, shutdown, helpers, on_driver_end);
+        Ok(Predictor { metrics, stats, triplets, spool, service })
     }
 
     /// Wait until the broker confirmed our subscriptions.

@@ -190,7 +190,8 @@ async fn a_linger_gathers_what_arrives_within_it_into_one_batch() {
     let acker = Recorder { spool: spool.clone(), acks: Arc::default() };
     let acks = acker.acks.clone();
     let (tx, rx) = mpsc::channel(16);
-    let (_events_tx, events) = mpsc::channel(1);
+    // No events of its own (ingest): the channel is closed from the start.
+    let (_, events) = mpsc::channel(1);
     let shutdown = CancellationToken::new();
     let batching = Batching { max_messages: 100, linger: Duration::from_millis(500) };
     let task = tokio::spawn(driver.run(rx, events, acker, batching, shutdown.clone()));

@@ -19,7 +19,7 @@ fn a_champion_that_is_not_beaten_exits_3_and_prints_both_scores_and_why() {
         "[history]\ncsv = \"{root}/samples/uci_household_2007-01_14d.csv\"\n\
          [champion]\nmodel = \"{root}/models/default.gcm\"\n\
          [train]\ntrees = 40\nthreads = 2\n\
-         [publish]\ndir = \"{}\"\n",
+         [publish]\nstore = \"{}\"\n",
         dir.path().join("store").display()
     );
     let out = retrain(&config, dir.path());

@@ -22,6 +22,7 @@ pub mod source;
 pub mod spool;
 pub mod stage;
 pub mod stats;
+pub mod store;
 
 pub use driver::{Batching, Consumer, Driver, Input, Output};
 pub use service::{Service, Shutdown};

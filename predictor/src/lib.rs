@@ -21,9 +21,11 @@ pub mod metrics;
 pub mod model_source;
 pub mod run;
 pub mod spool;
-pub mod store;
 pub mod triplet;
 pub mod uploader;
+
+/// Blob storage by URL (the edge runtime's).
+pub use gridcast_edge::store;
 
 pub use config::PredictConfig;
 pub use run::Predictor;

@@ -22,12 +22,12 @@ const SAMPLE: &str = "samples/uci_household_2007-01_14d.csv";
 fn config(champion: &Path, out: &Path) -> RetrainConfig {
     let mut c = RetrainConfig::default();
     c.history.csv = Some(repo(SAMPLE));
-    c.champion.model = champion.to_path_buf();
+    c.champion.model = champion.display().to_string();
     c.train.trees = 60;
     c.train.learning_rate = 0.1;
     c.train.threads = 2;
     c.gate.margin = 0.01;
-    c.publish.dir = format!("file://{}", out.display());
+    c.publish.store = format!("file://{}", out.display());
     c.publish.site = "home".into();
     c
 }
@@ -45,13 +45,13 @@ fn weak_champion(dir: &Path) -> PathBuf {
     path
 }
 
-#[test]
-fn a_challenger_that_wins_by_the_margin_is_published_version_first_then_current() {
+#[tokio::test]
+async fn a_challenger_that_wins_by_the_margin_is_published_version_first_then_current() {
     let dir = tempfile::tempdir().unwrap();
     let champion = weak_champion(dir.path());
     let champion_version = Model::from_bytes(&std::fs::read(&champion).unwrap()).unwrap().payload_sha256();
     let out = dir.path().join("store");
-    let outcome = retrain(&config(&champion, &out), "cli").unwrap();
+    let outcome = retrain(&config(&champion, &out), "cli").await.unwrap();
     assert!(outcome.verdict.ship, "{}", outcome.verdict);
     assert!(outcome.challenger.mae < outcome.champion.mae * 0.99);
     let published = outcome.published.expect("published");
@@ -73,24 +73,24 @@ fn a_challenger_that_wins_by_the_margin_is_published_version_first_then_current(
     assert_eq!(names.len(), 2, "the version and current.gcm, no temp file left: {names:?}");
 
     // The same retrain again makes the same model: its version file is kept, not rewritten.
-    let again = retrain(&config(&champion, &out), "cli").unwrap().published.unwrap();
+    let again = retrain(&config(&champion, &out), "cli").await.unwrap().published.unwrap();
     assert_eq!(again.version, published.version);
 }
 
-#[test]
-fn a_challenger_that_cannot_beat_the_champion_ships_nothing_and_says_why() {
+#[tokio::test]
+async fn a_challenger_that_cannot_beat_the_champion_ships_nothing_and_says_why() {
     // The shipped model was trained on the whole sample, holdout included.
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("store");
-    let outcome = retrain(&config(&repo("models/default.gcm"), &out), "cli").unwrap();
+    let outcome = retrain(&config(&repo("models/default.gcm"), &out), "cli").await.unwrap();
     assert!(!outcome.verdict.ship);
     assert!(outcome.published.is_none());
     assert!(outcome.verdict.reason.contains("shipping needs 1.0 % below"), "{}", outcome.verdict);
     assert!(!out.exists(), "nothing written");
 }
 
-#[test]
-fn ingest_line_files_give_the_history_the_csv_gives() {
+#[tokio::test]
+async fn ingest_line_files_give_the_history_the_csv_gives() {
     let series = data::load_intervals(&repo(SAMPLE), 60).unwrap();
     let two_days = &series[..2880];
     let dir = tempfile::tempdir().unwrap();
@@ -118,7 +118,7 @@ fn ingest_line_files_give_the_history_the_csv_gives() {
         sensor: Some("a".into()),
         ..HistoryConfig::default()
     };
-    let from_lines = history::load(&config, 60).unwrap();
+    let from_lines = history::load(&config, 60).await.unwrap();
     assert_eq!(from_lines.len(), two_days.len());
     for (got, want) in from_lines.iter().zip(two_days) {
         assert_eq!(got.ts, want.ts);
@@ -128,6 +128,6 @@ fn ingest_line_files_give_the_history_the_csv_gives() {
         }
     }
     let wrong = HistoryConfig { sensor: Some("nobody".into()), ..config };
-    let e = format!("{:#}", history::load(&wrong, 60).unwrap_err());
+    let e = format!("{:#}", history::load(&wrong, 60).await.unwrap_err());
     assert!(e.contains("nobody"), "{e}");
 }

@@ -27,9 +27,11 @@ pub struct RetrainConfig {
     pub train: TrainConfig,
     /// Where a shipped model goes.
     pub publish: PublishConfig,
+    /// The mispredicted triplets the predictor uploaded.
+    pub triplets: TripletsConfig,
 }
 
-/// One sensor's history: a meter CSV, or ingest's line-protocol files.
+/// One sensor's history: InfluxDB, ingest's line-protocol files, or a meter CSV.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HistoryConfig {
@@ -38,8 +40,10 @@ pub struct HistoryConfig {
     /// A folder of line-protocol files as ingest's `file` sink writes them
     /// (`gridcast-YYYY-MM-DD.lp`, read in name order).
     pub lines_dir: Option<PathBuf>,
+    /// The windows ingest wrote to InfluxDB, read with InfluxQL over `/query`.
+    pub influx: Option<InfluxHistoryConfig>,
     /// The sensor whose windows to learn from (the `sensor` tag); needed
-    /// with `lines_dir`.
+    /// with `lines_dir` and `influx`.
     pub sensor: Option<String>,
     /// The measurement ingest writes windows to.
     pub measurement: String,
@@ -52,6 +56,7 @@ impl Default for HistoryConfig {
         HistoryConfig {
             csv: None,
             lines_dir: None,
+            influx: None,
             sensor: None,
             measurement: "meter_window".into(),
             source: Source::Raw,
@@ -59,16 +64,70 @@ impl Default for HistoryConfig {
     }
 }
 
+/// InfluxDB as history (1.x `/query`; 2.x and 3.x serve it too).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct InfluxHistoryConfig {
+    /// Base URL, e.g. `http://127.0.0.1:8086`.
+    pub url: String,
+    pub database: String,
+    /// Retention policy (empty: the database's default).
+    pub retention_policy: String,
+    /// 1.x authentication (`u`/`p`).
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// 2.x/3.x token (`Authorization: Token ...`).
+    pub token: Option<String>,
+    /// Points per chunk of the chunked response.
+    pub chunk_size: usize,
+    /// Only the last `days` of history (0: all of it).
+    pub days: f64,
+}
+
+impl Default for InfluxHistoryConfig {
+    fn default() -> Self {
+        InfluxHistoryConfig {
+            url: "http://127.0.0.1:8086".into(),
+            database: "gridcast".into(),
+            retention_policy: String::new(),
+            username: None,
+            password: None,
+            token: None,
+            chunk_size: 10_000,
+            days: 0.0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChampionConfig {
-    /// The champion model file: what the edge's `[predict] model` reads.
-    pub model: PathBuf,
+    /// The champion model: what the edge's `[predict] model` reads, a path
+    /// or a URL (`s3://`, `az://`, `gs://`, `file://`).
+    pub model: String,
 }
 
 impl Default for ChampionConfig {
     fn default() -> Self {
-        ChampionConfig { model: PathBuf::from("models/default.gcm") }
+        ChampionConfig { model: "models/default.gcm".into() }
+    }
+}
+
+/// The predictor's uploads: `{store}/{prefix}/device=.../date=.../*.ndjson.gz|zst`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TripletsConfig {
+    /// The store the predictor's `[upload] url` names (unset: no triplets).
+    pub store: Option<String>,
+    /// Training weight of a row the champion mispredicted (1: no extra weight).
+    pub weight: f64,
+    /// object_store config keys applied over the environment.
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for TripletsConfig {
+    fn default() -> Self {
+        TripletsConfig { store: None, weight: 3.0, options: Default::default() }
     }
 }
 
@@ -150,28 +209,36 @@ impl TrainConfig {
     }
 }
 
-/// A folder target: `{dir}/{prefix}/{site}/models/{version}.gcm`, and
-/// `current.gcm` beside it, the file the edge polls. Empty `prefix` or
+/// The target: `{store}/{prefix}/{site}/models/{version}.gcm`, and
+/// `current.gcm` beside it, the key the edge polls. Empty `prefix` or
 /// `site` are left out of the path.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PublishConfig {
-    /// The folder (a `file://` URL or a path).
-    pub dir: String,
+    /// A folder (a path or `file://`) or a bucket URL (`s3://`, `az://`, `gs://`).
+    #[serde(alias = "dir")]
+    pub store: String,
     pub prefix: String,
     pub site: String,
+    /// object_store config keys applied over the environment.
+    pub options: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for PublishConfig {
     fn default() -> Self {
-        PublishConfig { dir: "./data".into(), prefix: String::new(), site: String::new() }
+        PublishConfig {
+            store: "./data".into(),
+            prefix: String::new(),
+            site: String::new(),
+            options: Default::default(),
+        }
     }
 }
 
 impl PublishConfig {
     /// The folder the versions and `current.gcm` go in.
     pub fn models_dir(&self) -> PathBuf {
-        let root = self.dir.strip_prefix("file://").unwrap_or(&self.dir);
+        let root = self.store.strip_prefix("file://").unwrap_or(&self.store);
         let mut dir = PathBuf::from(root);
         for part in [&self.prefix, &self.site] {
             if !part.is_empty() {
@@ -190,7 +257,7 @@ impl RetrainConfig {
             (None, Some(interval)) => Ok(interval),
             (None, None) => anyhow::bail!(
                 "the champion {} has no feature spec (an imported model): set [train] interval_secs",
-                self.champion.model.display()
+                self.champion.model
             ),
         }
     }
@@ -199,15 +266,19 @@ impl RetrainConfig {
 impl ServiceConfig for RetrainConfig {
     fn validate(&self) -> anyhow::Result<()> {
         let h = &self.history;
-        match (&h.csv, &h.lines_dir) {
-            (Some(_), Some(_)) => anyhow::bail!("invalid [history] section: set csv or lines_dir, not both"),
-            (None, None) => {
-                anyhow::bail!("invalid [history] section: set csv (a meter CSV) or lines_dir (ingest's files)")
-            }
-            (None, Some(_)) if h.sensor.is_none() => {
-                anyhow::bail!("invalid [history] section: lines_dir needs the sensor to learn from (sensor = \"...\")")
-            }
-            _ => {}
+        match [h.csv.is_some(), h.lines_dir.is_some(), h.influx.is_some()].iter().filter(|set| **set).count() {
+            0 => anyhow::bail!(
+                "invalid [history] section: set one of csv (a meter CSV), lines_dir (ingest's files) \
+                 or [history.influx] (InfluxDB)"
+            ),
+            1 => {}
+            _ => anyhow::bail!("invalid [history] section: set only one of csv, lines_dir and [history.influx]"),
+        }
+        if h.csv.is_none() && h.sensor.is_none() {
+            anyhow::bail!("invalid [history] section: name the sensor to learn from (sensor = \"...\")");
+        }
+        if !(self.triplets.weight.is_finite() && self.triplets.weight >= 1.0) {
+            anyhow::bail!("invalid [triplets] section: weight must be >= 1 (1: no extra weight)");
         }
         if !(self.holdout.days.is_finite() && self.holdout.days > 0.0) {
             anyhow::bail!("invalid [holdout] section: days must be > 0");
@@ -232,7 +303,7 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/gridcast/retrain.toml");
         figment::Jail::expect_with(|_| {
             let config: RetrainConfig = gridcast_edge::config::load(Some(&path)).unwrap();
-            assert_eq!(config.publish.models_dir().join("current.gcm"), config.champion.model);
+            assert_eq!(config.publish.models_dir().join("current.gcm"), PathBuf::from(&config.champion.model));
             Ok(())
         });
     }

@@ -16,14 +16,18 @@ use super::config::HistoryConfig;
 use crate::data::MeterRows;
 
 /// The history averaged to `interval_secs`.
-pub fn load(config: &HistoryConfig, interval_secs: u32) -> anyhow::Result<Vec<Interval>> {
-    let rows = match (&config.csv, &config.lines_dir) {
-        (Some(csv), _) => MeterRows::load(csv)?,
-        (None, Some(dir)) => {
+pub async fn load(config: &HistoryConfig, interval_secs: u32) -> anyhow::Result<Vec<Interval>> {
+    let rows = match (&config.csv, &config.lines_dir, &config.influx) {
+        (Some(csv), _, _) => MeterRows::load(csv)?,
+        (None, Some(dir), _) => {
             let sensor = config.sensor.as_deref().context("[history] sensor is needed with lines_dir")?;
             from_lines_dir(dir, &config.measurement, sensor, config.source.name())?
         }
-        (None, None) => anyhow::bail!("[history] has neither csv nor lines_dir"),
+        (None, None, Some(influx)) => {
+            let sensor = config.sensor.as_deref().context("[history] sensor is needed with [history.influx]")?;
+            super::influx::load(influx, &config.measurement, sensor, config.source.name()).await?
+        }
+        (None, None, None) => anyhow::bail!("[history] has none of csv, lines_dir and [history.influx]"),
     };
     let interval = rows.interval_secs(Some(interval_secs))?;
     Ok(rows.intervals(interval))

@@ -20,6 +20,7 @@
 pub mod config;
 pub mod gate;
 pub mod history;
+pub mod influx;
 pub mod publish;
 
 use std::io::Write;
@@ -59,13 +60,13 @@ pub struct Outcome {
 }
 
 /// Run `gridcast retrain`; the exit status it should end with.
-pub fn run(args: RetrainArgs) -> anyhow::Result<i32> {
+pub async fn run(args: RetrainArgs) -> anyhow::Result<i32> {
     let config: RetrainConfig = gridcast_edge::config::load(args.config.as_deref())?;
     if args.print_config {
         let _ = writeln!(std::io::stdout(), "{}", toml::to_string_pretty(&config)?);
         return Ok(0);
     }
-    let outcome = retrain(&config, "cli")?;
+    let outcome = retrain(&config, "cli").await?;
     println!("{}", gate::side_by_side(&outcome.champion, &outcome.challenger));
     println!("verdict: {}", outcome.verdict);
     match &outcome.published {
@@ -78,11 +79,11 @@ pub fn run(args: RetrainArgs) -> anyhow::Result<i32> {
 }
 
 /// One retrain: history, holdout, challenger, gate, publish.
-pub fn retrain(config: &RetrainConfig, trigger: &str) -> anyhow::Result<Outcome> {
-    let champion = load_model(&config.champion.model)?;
+pub async fn retrain(config: &RetrainConfig, trigger: &str) -> anyhow::Result<Outcome> {
+    let champion = load_model(std::path::Path::new(&config.champion.model))?;
     let champion_version = champion.payload_sha256();
     let interval = config.interval_secs(&champion)?;
-    let series = history::load(&config.history, interval)?;
+    let series = history::load(&config.history, interval).await?;
     anyhow::ensure!(series.len() >= 2, "the history has {} intervals: nothing to learn from", series.len());
     let (first, last) = (series[0].ts, series[series.len() - 1].ts);
     let holdout_from = last - (config.holdout.days * 86_400.0) as i64;
@@ -109,7 +110,11 @@ pub fn retrain(config: &RetrainConfig, trigger: &str) -> anyhow::Result<Outcome>
         pipeline::rfc3339(holdout_from)
     );
     let params = config.train.params();
-    let (mut challenger, _) = pipeline::fit(&spec, &table, &train_rows, &params, &mut |_, _| {})?;
+    let (mut challenger, _) = {
+        let (spec, params) = (spec.clone(), params.clone());
+        tokio::task::spawn_blocking(move || pipeline::fit(&spec, &table, &train_rows, &params, &mut |_, _| {}))
+            .await??
+    };
 
     let champion_scores = gate::score(&champion, &series, holdout_from)?;
     let challenger_scores = gate::score(&challenger, &series, holdout_from)?;

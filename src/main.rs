@@ -73,7 +73,7 @@ fn run() -> anyhow::Result<()> {
             Command::Train(args) => gridcast_trainer::cli::run_train(args),
             Command::Backtest(args) => gridcast_trainer::cli::run_backtest(args),
             Command::PredictBatch(args) => gridcast_trainer::cli::run_predict_batch(args),
-            Command::Retrain(args) => match gridcast_trainer::retrain::run(args).await? {
+            Command::Retrain(args) => match gridcast_trainer::retrain::run(args, shutdown_signal()).await? {
                 0 => Ok(()),
                 status => std::process::exit(status),
             },

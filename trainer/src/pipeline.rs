@@ -38,13 +38,30 @@ pub fn fit(
     params: &TrainParams,
     progress: Progress,
 ) -> anyhow::Result<(Model, Trained)> {
+    fit_weighted(spec, table, idx, None, params, progress)
+}
+
+/// [`fit`] with sample weights, one per entry of `idx` (finite, > 0; see
+/// [`gbdt::train_weighted`]). With weights, the metadata's metrics also hold
+/// `weighted_rows`: how many rows had a weight other than 1.
+pub fn fit_weighted(
+    spec: &FeatureSpec,
+    table: &FeatureTable,
+    idx: &[usize],
+    weights: Option<&[f32]>,
+    params: &TrainParams,
+    progress: Progress,
+) -> anyhow::Result<(Model, Trained)> {
     anyhow::ensure!(
         !idx.is_empty(),
         "no rows with a known target to train on (is the series shorter than the horizon?)"
     );
     let (x, y) = gather(table, idx);
-    let trained = gbdt::train(&x, table.width(), &y, params, progress)?;
+    let trained = gbdt::train_weighted(&x, table.width(), &y, weights, params, progress)?;
     let mut metrics = std::collections::BTreeMap::new();
+    if let Some(w) = weights {
+        metrics.insert("weighted_rows".to_string(), w.iter().filter(|&&w| w != 1.0).count() as f64);
+    }
     if let Some(m) = trained.validation_metric {
         let name = match params.loss {
             Loss::Absolute => "validation_mae",
@@ -164,5 +181,36 @@ impl std::fmt::Display for BacktestReport {
             writeln!(f, "  linear (linfa-linear): MAE {l:.1} W")?;
         }
         write!(f, "  skill vs persistence (1 - MAE/persistence MAE): {:.3}", self.skill)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> (FeatureSpec, FeatureTable) {
+        let spec = FeatureSpec::default();
+        let series: Vec<Interval> = (0..3000)
+            .map(|i| {
+                let v = 300.0 + 200.0 * ((i as f32) / 50.0).sin();
+                Interval { ts: 1_167_609_600 + 60 * i, p: [v, v / 2.0, 100.0] }
+            })
+            .collect();
+        let table = FeatureTable::build(&spec, &series).unwrap();
+        (spec, table)
+    }
+
+    #[test]
+    fn weighted_fit_records_how_many_rows_were_weighted() {
+        let (spec, table) = table();
+        let rows = table.labelled_rows();
+        let p = TrainParams { n_trees: 5, threads: 1, ..Default::default() };
+        let (plain, _) = fit(&spec, &table, &rows, &p, &mut |_, _| {}).unwrap();
+        assert!(!plain.meta.metrics.contains_key("weighted_rows"));
+        let w: Vec<f32> = (0..rows.len()).map(|i| if i % 10 == 0 { 5.0 } else { 1.0 }).collect();
+        let (weighted, _) = fit_weighted(&spec, &table, &rows, Some(&w), &p, &mut |_, _| {}).unwrap();
+        assert_eq!(weighted.meta.metrics["weighted_rows"], rows.len().div_ceil(10) as f64);
+        let short = &w[..rows.len() - 1];
+        assert!(fit_weighted(&spec, &table, &rows, Some(short), &p, &mut |_, _| {}).is_err());
     }
 }

@@ -9,6 +9,13 @@
 //! stopping on a validation tail. For absolute loss the tree shape comes
 //! from gradient signs (hessian 1) and each leaf is then set to the median
 //! residual of its rows, as XGBoost's `reg:absoluteerror` does.
+//!
+//! Optional per-row sample weights ([`train_weighted`]) follow XGBoost's
+//! meaning: a row of weight w counts as w copies of itself. Its gradient and
+//! hessian are scaled by w (so `min_child_weight` bounds a weighted hessian
+//! sum), the base score is the weighted mean (squared) or weighted median
+//! (absolute), and absolute-loss leaves take the weighted median residual.
+//! `gridcast retrain` uses them to weight up rows the champion mispredicted.
 
 pub mod binning;
 pub mod grow;
@@ -42,7 +49,8 @@ pub struct TrainParams {
     pub max_depth: usize,
     /// Shrinkage applied to every leaf.
     pub learning_rate: f64,
-    /// Least hessian sum (= rows, for both losses) in a child.
+    /// Least hessian sum in a child: rows for both losses when unweighted,
+    /// the sum of the rows' weights with sample weights.
     pub min_child_weight: f64,
     /// L2 regularization on leaf values.
     pub lambda: f64,
@@ -107,6 +115,25 @@ pub fn train(
     p: &TrainParams,
     progress: &mut (dyn FnMut(usize, Option<f64>) + Send),
 ) -> anyhow::Result<Trained> {
+    train_weighted(x, n_features, y, None, p, progress)
+}
+
+/// [`train`] with optional sample weights, one per row of `y` (finite, > 0).
+/// `None`, or all weights 1.0, trains exactly (bit for bit) as [`train`].
+///
+/// The early-stopping metric on the validation tail stays unweighted: the
+/// weights say which rows training should try harder on, but the number of
+/// trees is chosen for plain forecast error, the same error the retrain gate
+/// scores challenger and champion with on the holdout. A weighted metric
+/// would let a few heavily weighted rows pick a tree count that overfits them.
+pub fn train_weighted(
+    x: &[f32],
+    n_features: usize,
+    y: &[f32],
+    weights: Option<&[f32]>,
+    p: &TrainParams,
+    progress: &mut (dyn FnMut(usize, Option<f64>) + Send),
+) -> anyhow::Result<Trained> {
     anyhow::ensure!(
         n_features > 0 && x.len() == y.len() * n_features,
         "x holds {} values, not {} rows x {n_features}",
@@ -114,28 +141,43 @@ pub fn train(
         y.len()
     );
     anyhow::ensure!(y.iter().all(|v| v.is_finite()), "targets must be finite (drop unlabelled rows first)");
+    if let Some(w) = weights {
+        check_weights(w, y.len())?;
+    }
     let n = y.len();
     let n_valid = if p.early_stopping_rounds > 0 { (n as f64 * p.validation_fraction) as usize } else { 0 };
     let n_train = n - n_valid;
     anyhow::ensure!(n_train >= 2, "need at least 2 training rows, got {n_train}");
     let pool = rayon::ThreadPoolBuilder::new().num_threads(p.threads).build()?;
     pool.install(|| {
-        let first = Booster::new(x, n_features, y, n_train, p).run(progress);
+        let first = Booster::new(x, n_features, y, weights, n_train, p).run(progress);
         if n_valid == 0 || !p.refit {
             return Ok(first);
         }
         let again = TrainParams { n_trees: first.trees.len(), early_stopping_rounds: 0, ..p.clone() };
-        let mut full = Booster::new(x, n_features, y, n, &again).run(progress);
+        let mut full = Booster::new(x, n_features, y, weights, n, &again).run(progress);
         full.validation_metric = first.validation_metric;
         full.seconds += first.seconds;
         Ok(full)
     })
 }
 
+/// Sample weights must match the rows and be finite and positive; the
+/// error names the first bad one so the caller can find where it came from.
+fn check_weights(w: &[f32], rows: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(w.len() == rows, "{} sample weights for {rows} rows: give one weight per row", w.len());
+    if let Some((i, v)) = w.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v > 0.0)) {
+        anyhow::bail!("sample weight of row {i} is {v}: weights must be finite and greater than 0");
+    }
+    Ok(())
+}
+
 struct Booster<'a> {
     p: &'a TrainParams,
     nf: usize,
     y: &'a [f32],
+    /// Sample weights of all rows (training and validation), if any.
+    w: Option<&'a [f32]>,
     n_train: usize,
     cuts: Cuts,
     bins: Vec<u8>,
@@ -146,7 +188,7 @@ struct Booster<'a> {
 }
 
 impl<'a> Booster<'a> {
-    fn new(x: &'a [f32], nf: usize, y: &'a [f32], n_train: usize, p: &'a TrainParams) -> Self {
+    fn new(x: &'a [f32], nf: usize, y: &'a [f32], w: Option<&'a [f32]>, n_train: usize, p: &'a TrainParams) -> Self {
         let start = Instant::now();
         let cuts = Cuts::fit(&x[..n_train * nf], nf, p.max_bins, 200_000);
         let bins = cuts.bin_matrix(x, nf);
@@ -157,14 +199,24 @@ impl<'a> Booster<'a> {
                 *c = bins[r * nf + f];
             }
         });
-        Booster { p, nf, y, n_train, cuts, bins, columns, pred: vec![], start }
+        Booster { p, nf, y, w, n_train, cuts, bins, columns, pred: vec![], start }
     }
 
     fn base_score(&self) -> f32 {
         let yt = &self.y[..self.n_train];
+        let Some(w) = self.w.map(|w| &w[..self.n_train]) else {
+            return match self.p.loss {
+                Loss::Squared => (yt.iter().map(|&v| v as f64).sum::<f64>() / yt.len() as f64) as f32,
+                Loss::Absolute => median(&mut yt.to_vec()),
+            };
+        };
+        // with unit weights both sums are exact, so this equals the above
         match self.p.loss {
-            Loss::Squared => (yt.iter().map(|&v| v as f64).sum::<f64>() / yt.len() as f64) as f32,
-            Loss::Absolute => median(&mut yt.to_vec()),
+            Loss::Squared => {
+                let wy = yt.iter().zip(w).map(|(&v, &w)| w as f64 * v as f64).sum::<f64>();
+                (wy / w.iter().map(|&w| w as f64).sum::<f64>()) as f32
+            }
+            Loss::Absolute => weighted_median(&mut yt.iter().copied().zip(w.iter().copied()).collect::<Vec<_>>()),
         }
     }
 
@@ -225,34 +277,37 @@ impl<'a> Booster<'a> {
         }
     }
 
+    /// Gradient and hessian of every training row. The unweighted loop is
+    /// the hot one and stays free of weights; the weighted loop scales both
+    /// by the row's weight (exact for a weight of 1.0).
     fn gradients(&self, gh: &mut [[f32; 2]]) {
         let loss = self.p.loss;
-        gh.par_iter_mut().zip(&self.pred[..self.n_train]).zip(&self.y[..self.n_train]).for_each(|((o, &pr), &y)| {
-            let r = pr - y;
-            *o = match loss {
-                Loss::Squared => [r, 1.0],
-                Loss::Absolute => [
-                    if r > 0.0 {
-                        1.0
-                    } else if r < 0.0 {
-                        -1.0
-                    } else {
-                        0.0
-                    },
-                    1.0,
-                ],
-            };
-        });
+        let (pred, y) = (&self.pred[..self.n_train], &self.y[..self.n_train]);
+        match self.w {
+            None => gh.par_iter_mut().zip(pred).zip(y).for_each(|((o, &pr), &y)| *o = loss_gh(loss, pr - y)),
+            Some(w) => gh.par_iter_mut().zip(pred).zip(y).zip(&w[..self.n_train]).for_each(|(((o, &pr), &y), &w)| {
+                let [g, h] = loss_gh(loss, pr - y);
+                *o = [g * w, h * w];
+            }),
+        }
     }
 
-    /// Absolute loss: each leaf's value is the median residual of its rows.
+    /// Absolute loss: each leaf's value is the (weighted) median residual of
+    /// its rows.
     fn median_leaves(&self, g: &mut GrownTree) {
+        let residual = |i: u32| self.y[i as usize] - self.pred[i as usize];
         let vals: Vec<(usize, f32)> = g
             .leaves
             .par_iter()
             .map(|(node, rows)| {
-                let mut r: Vec<f32> = rows.iter().map(|&i| self.y[i as usize] - self.pred[i as usize]).collect();
-                (*node, if r.is_empty() { 0.0 } else { median(&mut r) })
+                let v = if rows.is_empty() {
+                    0.0
+                } else if let Some(w) = self.w {
+                    weighted_median(&mut rows.iter().map(|&i| (residual(i), w[i as usize])).collect::<Vec<_>>())
+                } else {
+                    median(&mut rows.iter().map(|&i| residual(i)).collect::<Vec<_>>())
+                };
+                (*node, v)
             })
             .collect();
         for (node, v) in vals {
@@ -283,6 +338,7 @@ impl<'a> Booster<'a> {
         });
     }
 
+    /// Unweighted even with sample weights (see [`train_weighted`]).
     fn validation_metric(&self) -> Option<f64> {
         let (pv, yv) = (&self.pred[self.n_train..], &self.y[self.n_train..]);
         if pv.is_empty() {
@@ -296,6 +352,24 @@ impl<'a> Booster<'a> {
     }
 }
 
+/// Unweighted gradient and hessian of one row with residual `r` = prediction - target.
+#[inline(always)]
+fn loss_gh(loss: Loss, r: f32) -> [f32; 2] {
+    match loss {
+        Loss::Squared => [r, 1.0],
+        Loss::Absolute => [
+            if r > 0.0 {
+                1.0
+            } else if r < 0.0 {
+                -1.0
+            } else {
+                0.0
+            },
+            1.0,
+        ],
+    }
+}
+
 /// Median (lower middle for even counts, like a 0.5 quantile pick).
 pub fn median(v: &mut [f32]) -> f32 {
     if v.is_empty() {
@@ -304,6 +378,40 @@ pub fn median(v: &mut [f32]) -> f32 {
     let mid = (v.len() - 1) / 2;
     let (_, m, _) = v.select_nth_unstable_by(mid, f32::total_cmp);
     *m
+}
+
+/// Lower weighted median of (value, weight) pairs, weights > 0: in value
+/// order, the first value at which the running weight reaches half the
+/// total. With all weights 1 (or any equal weights whose sums are exact)
+/// this is [`median`], the lower middle. NaN if empty. Reorders the slice.
+///
+/// A quickselect on weights rather than a sort: each round partitions around
+/// the middle element and keeps the side holding the half-weight point, so
+/// the cost stays linear like [`median`]'s.
+pub fn weighted_median(values_and_weights: &mut [(f32, f32)]) -> f32 {
+    if values_and_weights.is_empty() {
+        return f32::NAN;
+    }
+    let total: f64 = values_and_weights.iter().map(|&(_, w)| w as f64).sum();
+    let weight = |s: &[(f32, f32)]| s.iter().map(|&(_, w)| w as f64).sum::<f64>();
+    // weight of the values known to lie below `s`; always under half the total
+    let mut below = 0.0f64;
+    let mut s = values_and_weights;
+    loop {
+        let mid = (s.len() - 1) / 2;
+        let (left, &mut (v, w), right) = s.select_nth_unstable_by(mid, |a, b| a.0.total_cmp(&b.0));
+        let left_weight = weight(left);
+        // (`left` can only be empty here if weights are not positive)
+        if !left.is_empty() && 2.0 * (below + left_weight) >= total {
+            s = left;
+        } else if 2.0 * (below + left_weight + w as f64) >= total || right.is_empty() {
+            // (an empty `right` here is rounding in the sums: `v` is the last value)
+            return v;
+        } else {
+            below += left_weight + w as f64;
+            s = right;
+        }
+    }
 }
 
 /// Small, seedable generator for row subsampling (no cryptographic needs).
@@ -367,5 +475,114 @@ mod tests {
             assert_eq!(g.tree.predict(&x[i * 3..i * 3 + 3]), g.tree.value[leaf], "row {i}");
         }
         let _ = p;
+    }
+
+    fn predictions(t: &Trained, x: &[f32], nf: usize) -> Vec<f32> {
+        let f = Forest::compile(&t.trees, t.base_score, nf);
+        x.chunks_exact(nf).map(|r| f.predict_row(r)).collect()
+    }
+
+    #[test]
+    fn unit_weights_train_bit_identically_to_no_weights() {
+        let (x, y) = data(3000);
+        let ones = vec![1.0f32; y.len()];
+        for loss in [Loss::Squared, Loss::Absolute] {
+            for subsample in [1.0, 0.7] {
+                // early stopping and refit on, so the validation tail and both boosters are covered
+                let p =
+                    TrainParams { n_trees: 40, learning_rate: 0.2, loss, subsample, threads: 2, ..Default::default() };
+                let plain = train(&x, 3, &y, &p, &mut |_, _| {}).unwrap();
+                let unit = train_weighted(&x, 3, &y, Some(&ones), &p, &mut |_, _| {}).unwrap();
+                assert_eq!(plain.base_score.to_bits(), unit.base_score.to_bits(), "{loss:?}");
+                assert_eq!(plain.trees, unit.trees, "{loss:?} subsample {subsample}");
+                assert_eq!(plain.validation_metric, unit.validation_metric, "{loss:?}");
+                let (a, b) = (predictions(&plain, &x, 3), predictions(&unit, &x, 3));
+                assert!(a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()), "{loss:?}: predictions differ");
+            }
+        }
+    }
+
+    /// 40 of 4000 rows follow another rule (y + 20), told apart only by a
+    /// flag. With min_child_weight 100 the unweighted trees may not give
+    /// them a leaf of their own; weighted 10, their hessian sum (400) may.
+    #[test]
+    fn heavily_weighted_rows_are_fitted_better() {
+        let mut rng = SplitMix(7);
+        let (mut x, mut y, mut w, mut group) = (vec![], vec![], vec![], vec![]);
+        for i in 0..4000 {
+            let a = rng.unit() as f32 * 10.0;
+            let odd = i % 100 == 7;
+            x.extend([a, odd as u8 as f32]);
+            y.push(a + if odd { 20.0 } else { 0.0 });
+            w.push(if odd { 10.0 } else { 1.0 });
+            if odd {
+                group.push(i);
+            }
+        }
+        let group_mae = |t: &Trained| {
+            let pr = predictions(t, &x, 2);
+            group.iter().map(|&i| (pr[i] - y[i]).abs()).sum::<f32>() / group.len() as f32
+        };
+        for loss in [Loss::Squared, Loss::Absolute] {
+            let p = TrainParams {
+                n_trees: 100,
+                learning_rate: 0.3,
+                min_child_weight: 100.0,
+                early_stopping_rounds: 0,
+                loss,
+                threads: 2,
+                ..Default::default()
+            };
+            let plain = group_mae(&train(&x, 2, &y, &p, &mut |_, _| {}).unwrap());
+            let weighted = group_mae(&train_weighted(&x, 2, &y, Some(&w), &p, &mut |_, _| {}).unwrap());
+            assert!(weighted < plain / 5.0, "{loss:?}: group MAE {weighted} weighted, {plain} not");
+        }
+    }
+
+    #[test]
+    fn invalid_weights_are_refused_naming_the_row() {
+        let (x, y) = data(100);
+        let p = TrainParams { n_trees: 2, threads: 1, ..Default::default() };
+        let err = |w: &[f32]| train_weighted(&x, 3, &y, Some(w), &p, &mut |_, _| {}).unwrap_err().to_string();
+        assert!(err(&[1.0; 99]).contains("99 sample weights for 100 rows"), "{}", err(&[1.0; 99]));
+        for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+            let mut w = vec![1.0; 100];
+            w[42] = bad;
+            let e = err(&w);
+            assert!(e.contains("row 42") && e.contains("finite and greater than 0"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn weighted_median_with_equal_weights_is_the_lower_median() {
+        let mut rng = SplitMix(3);
+        for n in 1..60 {
+            // few distinct values, so ties are common
+            let v: Vec<f32> = (0..n).map(|_| (rng.unit() * 8.0).floor() as f32 - 3.0).collect();
+            let m = median(&mut v.clone());
+            for w in [1.0, 2.5] {
+                let mut vw: Vec<(f32, f32)> = v.iter().map(|&v| (v, w)).collect();
+                assert_eq!(weighted_median(&mut vw), m, "n {n}, weight {w}: {v:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn weighted_median_follows_the_weights() {
+        assert!(weighted_median(&mut []).is_nan());
+        assert_eq!(weighted_median(&mut [(5.0, 0.5)]), 5.0);
+        // lower median of an even split
+        assert_eq!(weighted_median(&mut [(2.0, 1.0), (1.0, 1.0)]), 1.0);
+        assert_eq!(weighted_median(&mut [(3.0, 10.0), (1.0, 1.0), (2.0, 1.0)]), 3.0);
+        // running weight 3 of 6 reaches half at the first value
+        assert_eq!(weighted_median(&mut [(4.0, 1.0), (1.0, 3.0), (3.0, 1.0), (2.0, 1.0)]), 1.0);
+        assert_eq!(weighted_median(&mut [(4.0, 1.0), (1.0, 2.9), (3.0, 1.0), (2.0, 1.0)]), 2.0);
+        // an integer weight k acts as the value repeated k times
+        let mut rng = SplitMix(9);
+        for n in 1..40 {
+            let vw: Vec<(f32, f32)> = (0..n).map(|i| (rng.unit() as f32, (i % 3 + 1) as f32)).collect();
+            let mut expanded: Vec<f32> = vw.iter().flat_map(|&(v, k)| std::iter::repeat_n(v, k as usize)).collect();
+            assert_eq!(weighted_median(&mut vw.clone()), median(&mut expanded), "n {n}: {vw:?}");
+        }
     }
 }

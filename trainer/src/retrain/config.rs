@@ -29,6 +29,24 @@ pub struct RetrainConfig {
     pub publish: PublishConfig,
     /// The mispredicted triplets the predictor uploaded.
     pub triplets: TripletsConfig,
+    /// The watcher's memory (`--every`, `--when-mispredictions`).
+    pub trigger: TriggerConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TriggerConfig {
+    /// Where the watcher keeps what it counted across restarts (a lock file
+    /// beside it keeps a second watcher from starting).
+    pub state: PathBuf,
+    /// Seconds between two looks at the bucket for new triplets.
+    pub poll_secs: u64,
+}
+
+impl Default for TriggerConfig {
+    fn default() -> Self {
+        TriggerConfig { state: PathBuf::from("./data/retrain-state.json"), poll_secs: 60 }
+    }
 }
 
 /// One sensor's history: InfluxDB, ingest's line-protocol files, or a meter CSV.
@@ -119,6 +137,10 @@ impl Default for ChampionConfig {
 pub struct TripletsConfig {
     /// The store the predictor's `[upload] url` names (unset: no triplets).
     pub store: Option<String>,
+    /// The predictor's `[upload] prefix`.
+    pub prefix: String,
+    /// Only this device's uploads (`device=<name>`; empty: every device).
+    pub device: String,
     /// Training weight of a row the champion mispredicted (1: no extra weight).
     pub weight: f64,
     /// object_store config keys applied over the environment.
@@ -127,7 +149,13 @@ pub struct TripletsConfig {
 
 impl Default for TripletsConfig {
     fn default() -> Self {
-        TripletsConfig { store: None, weight: 3.0, options: Default::default() }
+        TripletsConfig {
+            store: None,
+            prefix: "triplets".into(),
+            device: String::new(),
+            weight: 3.0,
+            options: Default::default(),
+        }
     }
 }
 

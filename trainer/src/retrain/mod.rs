@@ -17,11 +17,14 @@
 //! Exit status (for cron and Kubernetes Jobs): 0 shipped, [`EXIT_NOT_BETTER`]
 //! kept the champion, 1 an error.
 
+pub mod champion;
 pub mod config;
 pub mod gate;
 pub mod history;
 pub mod influx;
 pub mod publish;
+pub mod trigger;
+pub mod triplets;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -29,7 +32,6 @@ use std::path::PathBuf;
 use gridcast_core::features::FeatureTable;
 use gridcast_core::model::Lineage;
 
-use crate::cli::load_model;
 use crate::pipeline;
 use config::RetrainConfig;
 use gate::{Scores, Verdict};
@@ -47,6 +49,14 @@ pub struct RetrainArgs {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Keep running: retrain on this schedule (`6h`, `30m`, `1d`), logging
+    /// when the next run is.
+    #[arg(long, value_parser = trigger::parse_duration)]
+    pub every: Option<std::time::Duration>,
+    /// Keep running: retrain once N new mispredicted triplets arrived in the
+    /// [triplets] store since the last retrain (remembered in [trigger] state).
+    #[arg(long, value_name = "N")]
+    pub when_mispredictions: Option<u64>,
 }
 
 /// What a retrain decided.
@@ -57,30 +67,46 @@ pub struct Outcome {
     pub verdict: Verdict,
     /// Where the challenger was published, when it shipped.
     pub published: Option<publish::Published>,
+    /// The mispredictions read, used and skipped.
+    pub triplets: triplets::TripletTally,
 }
 
-/// Run `gridcast retrain`; the exit status it should end with.
-pub async fn run(args: RetrainArgs) -> anyhow::Result<i32> {
+/// Run `gridcast retrain`; the exit status it should end with. With a
+/// trigger it runs until `shutdown` and ends with 0.
+pub async fn run(args: RetrainArgs, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<i32> {
     let config: RetrainConfig = gridcast_edge::config::load(args.config.as_deref())?;
     if args.print_config {
         let _ = writeln!(std::io::stdout(), "{}", toml::to_string_pretty(&config)?);
         return Ok(0);
     }
-    let outcome = retrain(&config, "cli").await?;
+    if args.every.is_some() || args.when_mispredictions.is_some() {
+        anyhow::ensure!(args.when_mispredictions != Some(0), "--when-mispredictions must be at least 1");
+        let triggers = trigger::Triggers {
+            every: args.every,
+            when_mispredictions: args.when_mispredictions,
+            poll: std::time::Duration::from_secs(config.trigger.poll_secs.max(1)),
+        };
+        trigger::watch(&config, &triggers, shutdown).await?;
+        return Ok(0);
+    }
+    let outcome = retrain_and_report(&config, "cli").await?;
+    Ok(if outcome.published.is_some() { 0 } else { EXIT_NOT_BETTER })
+}
+
+/// One retrain, with both models' scores and the verdict on stdout.
+pub async fn retrain_and_report(config: &RetrainConfig, trigger: &str) -> anyhow::Result<Outcome> {
+    let outcome = retrain(config, trigger).await?;
     println!("{}", gate::side_by_side(&outcome.champion, &outcome.challenger));
     println!("verdict: {}", outcome.verdict);
-    match &outcome.published {
-        Some(p) => {
-            println!("published {} and moved {} to it", p.versioned.display(), p.current.display());
-            Ok(0)
-        }
-        None => Ok(EXIT_NOT_BETTER),
+    if let Some(p) = &outcome.published {
+        println!("published {} and moved {} to it", p.versioned, p.current);
     }
+    Ok(outcome)
 }
 
 /// One retrain: history, holdout, challenger, gate, publish.
 pub async fn retrain(config: &RetrainConfig, trigger: &str) -> anyhow::Result<Outcome> {
-    let champion = load_model(std::path::Path::new(&config.champion.model))?;
+    let champion = champion::load(&config.champion.model).await?;
     let champion_version = champion.payload_sha256();
     let interval = config.interval_secs(&champion)?;
     let series = history::load(&config.history, interval).await?;
@@ -109,18 +135,43 @@ pub async fn retrain(config: &RetrainConfig, trigger: &str) -> anyhow::Result<Ou
         train_rows.len(),
         pipeline::rfc3339(holdout_from)
     );
+    // The rows the champion mispredicted weigh more.
+    let mut tally = triplets::TripletTally::default();
+    let days = (day(first), day(holdout_from));
+    let marked = triplets::load(
+        &config.triplets,
+        config.history.sensor.as_deref(),
+        &spec.names(),
+        (&days.0, &days.1),
+        &mut tally,
+    )
+    .await?;
+    let weights =
+        triplets::row_weights(train_rows.iter().map(|&i| table.ts[i]), &marked, config.triplets.weight, &mut tally);
+    if config.triplets.store.is_some() {
+        eprintln!("retrain: {tally}");
+    }
+
     let params = config.train.params();
     let (mut challenger, _) = {
         let (spec, params) = (spec.clone(), params.clone());
-        tokio::task::spawn_blocking(move || pipeline::fit(&spec, &table, &train_rows, &params, &mut |_, _| {}))
-            .await??
+        tokio::task::spawn_blocking(move || {
+            pipeline::fit_weighted(&spec, &table, &train_rows, Some(&weights), &params, &mut |_, _| {})
+        })
+        .await??
     };
 
     let champion_scores = gate::score(&champion, &series, holdout_from)?;
     let challenger_scores = gate::score(&challenger, &series, holdout_from)?;
     let verdict = gate::verdict(&champion_scores, &challenger_scores, config.gate.margin);
     if !verdict.ship {
-        return Ok(Outcome { champion: champion_scores, challenger: challenger_scores, verdict, published: None });
+        return Ok(Outcome {
+            champion: champion_scores,
+            challenger: challenger_scores,
+            verdict,
+            published: None,
+            triplets: tally,
+        });
     }
     challenger.meta.lineage = Some(Lineage {
         parent_version: champion_version,
@@ -129,8 +180,19 @@ pub async fn retrain(config: &RetrainConfig, trigger: &str) -> anyhow::Result<Ou
         champion_holdout: champion_scores.as_map(),
         challenger_holdout: challenger_scores.as_map(),
         trigger: trigger.to_string(),
-        triplets_used: 0,
+        triplets_used: tally.used,
     });
-    let published = publish::publish(&config.publish, &challenger)?;
-    Ok(Outcome { champion: champion_scores, challenger: challenger_scores, verdict, published: Some(published) })
+    let published = publish::publish(&config.publish, &challenger).await?;
+    Ok(Outcome {
+        champion: champion_scores,
+        challenger: challenger_scores,
+        verdict,
+        published: Some(published),
+        triplets: tally,
+    })
+}
+
+/// The UTC date of Unix second `ts`, as the predictor's `date=` partitions name it.
+fn day(ts: i64) -> String {
+    pipeline::rfc3339(ts).get(..10).unwrap_or_default().to_string()
 }

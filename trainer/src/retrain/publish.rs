@@ -1,32 +1,96 @@
-//! Publishing a shipped model to a folder the edge polls: the version file
-//! first (`{version}.gcm`, written to a temp file, synced, then linked in
-//! under its name, so it is never overwritten nor seen half-written), then
-//! `current.gcm` replaced by a rename. A retrain killed at any point leaves
-//! the old `current.gcm` whole: before the rename it is untouched, after it
-//! it is the new one.
+//! Publishing a shipped model where the edge polls it, version first, then
+//! `current.gcm`. A retrain killed at any point leaves the old `current.gcm`
+//! whole and valid.
+//!
+//! - **A folder** (a path or `file://`): the version file (`{version}.gcm`)
+//!   is written to a temp file, synced, then linked in under its name, so it
+//!   is never overwritten nor seen half-written; then `current.gcm` is
+//!   replaced by a rename. Before the rename the old one is untouched, after
+//!   it it is the new one.
+//! - **A bucket** (`s3://`, `az://`, `gs://`): the versioned object is put
+//!   only when no object has that name (a version is the sha256 of the
+//!   payload, so an existing one with other bytes is an error, never
+//!   overwritten); then `current.gcm` is put. A put is atomic in these
+//!   stores: a reader sees the old object or the new one, never a part.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use gridcast_core::model::Model;
+use gridcast_edge::store;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::config::PublishConfig;
 
-/// Where a model was published.
+/// Where a model was published (paths or URLs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Published {
     pub version: String,
-    pub versioned: PathBuf,
-    pub current: PathBuf,
+    pub versioned: String,
+    pub current: String,
 }
 
 /// The name of the file the edge polls, beside the versions.
 pub const CURRENT: &str = "current.gcm";
 
-pub fn publish(config: &PublishConfig, model: &Model) -> anyhow::Result<Published> {
+pub async fn publish(config: &PublishConfig, model: &Model) -> anyhow::Result<Published> {
+    if store::is_object_url(&config.store) && !config.store.starts_with("file://") {
+        return publish_to_bucket(config, model).await;
+    }
+    let config = config.clone();
+    let model = model.clone();
+    tokio::task::spawn_blocking(move || publish_to_folder(&config, &model)).await?
+}
+
+/// `{store}/{prefix}/{site}/models/` in a bucket.
+async fn publish_to_bucket(config: &PublishConfig, model: &Model) -> anyhow::Result<Published> {
+    let (bucket, base) = store::open_with(&config.store, &config.options)?;
+    let mut dir = base.as_ref().trim_matches('/').to_string();
+    for part in [&config.prefix, &config.site, &"models".to_string()] {
+        let part = part.trim_matches('/');
+        if !part.is_empty() {
+            dir = if dir.is_empty() { part.to_string() } else { format!("{dir}/{part}") };
+        }
+    }
+    let root = config.store.trim_end_matches('/');
+    let root = root.strip_suffix(base.as_ref()).unwrap_or(root).trim_end_matches('/');
+    let url = |key: &object_store::path::Path| format!("{root}/{key}");
+
+    let version = model.payload_sha256();
+    let bytes = model.to_bytes();
+    let versioned = store::join(&object_store::path::Path::from(dir.as_str()), &format!("{version}.gcm"));
+    put_version(bucket.as_ref(), &versioned, &bytes)
+        .await
+        .with_context(|| format!("publishing {}", url(&versioned)))?;
+    let current = store::join(&object_store::path::Path::from(dir.as_str()), CURRENT);
+    bucket
+        .put(&current, PutPayload::from(bytes))
+        .await
+        .with_context(|| format!("replacing {} (the version {} is published)", url(&current), url(&versioned)))?;
+    Ok(Published { version, versioned: url(&versioned), current: url(&current) })
+}
+
+/// Put a version unless it is there; one that is there must hold the same bytes.
+async fn put_version(bucket: &dyn ObjectStore, key: &object_store::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    match bucket.get(key).await {
+        Ok(existing) => {
+            let existing = existing.bytes().await?;
+            anyhow::ensure!(existing.as_ref() == bytes, "the object exists with other contents");
+            Ok(())
+        }
+        Err(object_store::Error::NotFound { .. }) => {
+            bucket.put(key, PutPayload::from(bytes.to_vec())).await?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn publish_to_folder(config: &PublishConfig, model: &Model) -> anyhow::Result<Published> {
     let dir = config.models_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    remove_stale_temp_files(&dir);
     let version = model.payload_sha256();
     let bytes = model.to_bytes();
     let versioned = dir.join(format!("{version}.gcm"));
@@ -43,7 +107,24 @@ pub fn publish(config: &PublishConfig, model: &Model) -> anyhow::Result<Publishe
     let current = dir.join(CURRENT);
     std::fs::rename(&staged, &current).with_context(|| format!("replacing {}", current.display()))?;
     sync_dir(&dir)?;
-    Ok(Published { version, versioned, current })
+    Ok(Published { version, versioned: versioned.display().to_string(), current: current.display().to_string() })
+}
+
+/// Delete the temp files of earlier publishes that were killed (their
+/// process is gone). Best effort: a file that cannot be deleted stays.
+fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(pid) = name.strip_prefix(".publish-").and_then(|rest| rest.split('-').next()) else { continue };
+        if Path::new("/proc").join(pid).exists() {
+            continue; // a publish still running (or a reused pid: the file is left)
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => eprintln!("publish: removed {name}, left by a publish that did not finish"),
+            Err(e) => eprintln!("publish: cannot remove {name}: {e}"),
+        }
+    }
 }
 
 /// `bytes` in a new temp file in `dir`, synced to disk.

@@ -35,6 +35,8 @@ enum Command {
     Backtest(gridcast_trainer::cli::BacktestArgs),
     /// One prediction per row of a features CSV, columns picked by the model's feature names.
     PredictBatch(gridcast_trainer::cli::PredictBatchArgs),
+    /// Import an XGBoost JSON model with a declared feature mapping, so `predict` can serve it.
+    ImportXgboost(gridcast_trainer::cli::ImportXgboostArgs),
     /// Train a challenger on the history, gate it against the champion, publish it if it wins
     /// (exit 0 shipped, 3 kept the champion, 1 error).
     Retrain(gridcast_trainer::retrain::RetrainArgs),
@@ -73,6 +75,7 @@ fn run() -> anyhow::Result<()> {
             Command::Train(args) => gridcast_trainer::cli::run_train(args),
             Command::Backtest(args) => gridcast_trainer::cli::run_backtest(args),
             Command::PredictBatch(args) => gridcast_trainer::cli::run_predict_batch(args),
+            Command::ImportXgboost(args) => gridcast_trainer::cli::run_import_xgboost(args),
             Command::Retrain(args) => match gridcast_trainer::retrain::run(args, shutdown_signal()).await? {
                 0 => Ok(()),
                 status => std::process::exit(status),

@@ -67,13 +67,16 @@ impl Default for PredictConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PredictSection {
-    /// Interval length in seconds (10 or 60); must match the model's feature spec.
+    /// Interval length in seconds (10 or 60); must match the model's feature
+    /// spec (or, for an imported model, its feature map's `interval_secs`).
     pub interval_secs: u32,
     /// How far behind the newest reading a reading may arrive and still count.
     pub lateness_secs: u32,
     /// Which readings are averaged: `raw` (12 Hz), `ten_second` or `one_minute`.
     pub source: Source,
     /// The model: a file path, or an object-store URL (`s3://bucket/models/m.gcm`).
+    /// A gridcast model file; an XGBoost model is served once imported
+    /// (`gridcast-model import-xgboost`).
     pub model: String,
     /// Seconds between checks of the model source for a new model.
     pub model_poll_secs: u64,

@@ -10,6 +10,10 @@
 //! An interval at or before the last one seen is ignored: judging one twice
 //! would duplicate a triplet. (The one-transaction spool already keeps a
 //! redelivery from closing an interval twice; this is the second line.)
+//!
+//! The feature state runs the model's row layout's spec; the model's row is
+//! the columns its layout picks (all of them for a model gridcast trained,
+//! the mapped ones in the model's order for an imported model).
 
 use std::collections::VecDeque;
 
@@ -72,7 +76,7 @@ fn to_opt(v: f32) -> Option<f32> {
 impl Forecaster {
     /// Rebuild from a stored state for `model` (replays the history).
     pub fn new(state: SensorState, model: &LoadedModel) -> Forecaster {
-        let spec = model.model.meta.feature_spec.clone().expect("validated models have a feature spec");
+        let spec = model.layout.spec.clone();
         let features = FeatureState::new(spec.clone()).expect("validated models have a valid feature spec");
         let mut f = Forecaster { state, features, history_cap: spec.history_len() + 1 };
         f.replay();
@@ -98,6 +102,11 @@ impl Forecaster {
         if self.state.last_interval_ms.is_some_and(|last| ts_ms <= last) {
             return None;
         }
+        if self.features.spec() != &model.layout.spec {
+            // A model computed from another spec (a swap between two imported
+            // models looks the same by their empty feature specs).
+            self.swap_model(model);
+        }
         let mut step = Step::default();
         let actual = iv.total() as f64;
         while let Some(p) = self.state.pending.front() {
@@ -113,7 +122,7 @@ impl Forecaster {
             step.judged.push(Judged { pending: p, actual, verdict });
         }
         let row = match self.features.push(iv) {
-            Ok(row) => row,
+            Ok(row) => model.layout.model_row(row),
             Err(_) => return Some(step), // cannot happen: ordering is checked above
         };
         self.state.last_interval_ms = Some(ts_ms);
@@ -220,6 +229,72 @@ mod tests {
 
     fn load_model_fails_for(m: &LoadedModel, interval_secs: u32) -> bool {
         crate::model_source::load_model(&m.model.to_bytes(), interval_secs).is_err()
+    }
+
+    #[test]
+    fn an_imported_model_predicts_its_trees_output_from_the_mapped_columns() {
+        let bytes = crate::model_source::imported_prototype(&[]);
+        let (m, judge) =
+            (crate::model_source::load_model(&bytes, 10).unwrap(), Judge::new(Rule::Absolute { threshold_w: 1.0 }));
+        let mut f = Forecaster::new(SensorState::default(), &m);
+        let at = |i: i64, p: [f32; 3]| Interval { ts: 1_763_683_200 + i * 10, p };
+        // The trees (core/tests/xgboost_mapping.rs), by hand: base 1000;
+        // p_l1 < 500 ? (p_l1-1 < 300 ? 100 : 200) : 400; p_l3-2 < 250 ? -50 : 75;
+        // p_l2 < 150 ? 10 : 20. Missing lags: p_l1-1 goes right, p_l3-2 right.
+        let steps = [
+            ([100.0, 200.0, 300.0], 1295.0),
+            ([250.0, 100.0, 200.0], 1185.0),
+            ([600.0, 180.0, 260.0], 1495.0),
+            ([f32::NAN, 100.0, 100.0], 1160.0),
+        ];
+        for (i, (p, want)) in steps.into_iter().enumerate() {
+            let s = f.step(&at(i as i64, p), &m, &judge).unwrap();
+            assert!(s.predicted, "interval {i}");
+            let pending = f.state.pending.back().unwrap();
+            assert_eq!(pending.predicted, want, "interval {i}: {:?}", pending.features);
+            assert_eq!(pending.target_start_ms - pending.features_start_ms, 10_000);
+        }
+        let p = f.state.pending.back().unwrap();
+        let row = [
+            None,
+            Some(100.0),
+            Some(100.0),
+            Some(600.0),
+            Some(180.0),
+            Some(260.0),
+            Some(250.0),
+            Some(100.0),
+            Some(200.0),
+        ];
+        assert_eq!(p.features, row, "the model's row: its inputs in its order");
+
+        // the next interval judges that prediction; a misprediction's triplet
+        // carries the model's own feature names beside that row
+        let s = f.step(&at(4, [900.0, 900.0, 900.0]), &m, &judge).unwrap();
+        let t = Forecaster::triplet("s", &s.judged[0], &m, 10_000, "absolute");
+        assert_eq!(t.feature_names, m.model.meta.feature_names);
+        assert_eq!(t.feature_names[..4], ["p_l1", "p_l2", "p_l3", "p_l1-1"]);
+        assert_eq!((t.features, t.predicted, t.actual), (row.to_vec(), 1160.0, 2700.0));
+    }
+
+    #[test]
+    fn a_swap_to_an_imported_model_of_another_spec_rebuilds_the_features() {
+        let judge = Judge::new(Rule::Absolute { threshold_w: 1.0 });
+        let a = crate::model_source::load_model(&crate::model_source::imported_prototype(&[]), 10).unwrap();
+        // the same trees, their last input declared as phase 3 four intervals back
+        let b = crate::model_source::imported_prototype(&["p_l3-2=p_l3-4"]);
+        let b = crate::model_source::load_model(&b, 10).unwrap();
+        assert_eq!((a.model.meta.feature_spec.clone(), b.layout.spec.phase_lags), (None, 4));
+        let mut f = Forecaster::new(SensorState::default(), &a);
+        let at = |i: i64, w: f32| Interval { ts: 1_763_683_200 + i * 10, p: [w, w, w] };
+        for i in 0..5 {
+            f.step(&at(i, 100.0 * (i + 1) as f32), &a, &judge).unwrap();
+        }
+        // no swap_model call (the loop sees two models without a feature spec)
+        f.step(&at(5, 600.0), &b, &judge).unwrap();
+        let features = &f.state.pending.back().unwrap().features;
+        assert_eq!(features.len(), 9);
+        assert_eq!(features[8], Some(200.0), "p_l3 four intervals before interval 5");
     }
 
     #[test]

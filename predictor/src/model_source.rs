@@ -4,15 +4,17 @@
 //! polls it (file: size and mtime; object store: the object's e-tag and
 //! last-modified) and, when it changed, loads and validates the new model
 //! ([`load_model`]): the native format's header and sha256 (core's
-//! `Model::from_bytes`), a feature spec for the configured interval, and a
-//! smoke prediction that must be finite. A model that passes is handed to the
-//! prediction loop, which swaps it in between two batches; a model that
-//! fails is logged and counted, and the old one keeps serving.
+//! `Model::from_bytes`), a feature spec for the configured interval (or, for
+//! an imported model, a feature map declared at import: the same columns,
+//! picked by name), and a smoke prediction that must be finite. A model that
+//! passes is handed to the prediction loop, which swaps it in between two
+//! batches; a model that fails is logged and counted, and the old one keeps
+//! serving.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use gridcast_core::features::{FeatureState, Interval};
+use gridcast_core::features::{FeatureState, Interval, RowLayout};
 use gridcast_core::model::Model;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
@@ -28,14 +30,30 @@ pub struct LoadedModel {
     pub model: Model,
     /// sha256 (hex) of the file's payload, as in its header.
     pub version: String,
+    /// How its rows are made: the feature state's spec, and which of its
+    /// columns the model reads (all of them for a model gridcast trained).
+    pub layout: RowLayout,
 }
 
 /// Parse and validate model bytes for an interval of `interval_secs`.
 pub fn load_model(bytes: &[u8], interval_secs: u32) -> anyhow::Result<LoadedModel> {
-    let model = Model::from_bytes(bytes)?;
-    let Some(spec) = model.meta.feature_spec.clone() else {
-        anyhow::bail!("the model has no feature spec (an imported model?): the predictor cannot compute its columns");
+    let model = Model::from_bytes(bytes).map_err(|e| {
+        if looks_like_xgboost_json(bytes) {
+            anyhow::anyhow!(
+                "this is an XGBoost JSON model, not a gridcast model file: import it with its feature names \
+                 first (gridcast-model import-xgboost --model FILE.json --interval-secs N --out FILE.gcm)"
+            )
+        } else {
+            e.into()
+        }
+    })?;
+    let Some(layout) = model.row_layout() else {
+        anyhow::bail!(
+            "the model has no feature spec and no feature map (imported without its feature names?): \
+             the predictor cannot compute its columns; import it again with gridcast-model import-xgboost"
+        );
     };
+    let spec = &layout.spec;
     if spec.interval_secs != interval_secs {
         anyhow::bail!(
             "the model was trained on {} s intervals but the predictor runs {interval_secs} s intervals \
@@ -50,13 +68,19 @@ pub fn load_model(bytes: &[u8], interval_secs: u32) -> anyhow::Result<LoadedMode
     for i in 0..3 {
         row = state.push(&Interval { ts: 1_700_000_000 + i * spec.interval_secs as i64, p: [400.0, 300.0, 200.0] })?;
     }
-    let smoke = model.predict_level(&row);
+    let smoke = model.predict_level(&layout.model_row(row));
     if !smoke.is_finite() {
         anyhow::bail!("smoke prediction is {smoke}, not a finite power");
     }
     let nl = bytes.iter().position(|&b| b == b'\n').unwrap_or(0);
     let version = hex::encode(Sha256::digest(&bytes[nl + 1..]));
-    Ok(LoadedModel { model, version })
+    Ok(LoadedModel { model, version, layout })
+}
+
+/// A JSON object with a `learner` near its start: `booster.save_model`'s file.
+fn looks_like_xgboost_json(bytes: &[u8]) -> bool {
+    let head = &bytes[..bytes.len().min(4096)];
+    head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') && head.windows(9).any(|w| w == b"\"learner\"")
 }
 
 /// Where to read the model from.
@@ -174,6 +198,28 @@ impl ModelWatcher {
     }
 }
 
+/// The prototype's model (hand-written XGBoost JSON, 10 s, level target;
+/// see core/tests/xgboost_mapping.rs for its trees), imported with its own
+/// feature names, as native model bytes. `renames`: `NAME=COLUMN` entries
+/// replacing the declaration of the input `NAME`.
+#[cfg(test)]
+pub(crate) fn imported_prototype(renames: &[&str]) -> Vec<u8> {
+    use gridcast_core::features::TargetKind;
+    use gridcast_core::model::xgboost::{self, Serving};
+    let json = include_bytes!("../../core/tests/data/xgb_prototype_10s.json");
+    let mut features: Vec<String> =
+        ["p_l1", "p_l2", "p_l3", "p_l1-1", "p_l2-1", "p_l3-1", "p_l1-2", "p_l2-2", "p_l3-2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    for r in renames {
+        let name = r.split('=').next().unwrap();
+        *features.iter_mut().find(|f| *f == name).unwrap() = r.to_string();
+    }
+    let serving = Serving { target: TargetKind::Level, interval_secs: 10, horizon: 1, features: Some(features) };
+    xgboost::import_json_mapped(json, &serving).unwrap().to_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +245,31 @@ mod tests {
         let err = load_model(&default_model(), 10).unwrap_err().to_string();
         assert!(err.contains("60 s intervals"), "{err}");
         assert!(load_model(b"hello\n{}", 60).is_err());
+    }
+
+    #[test]
+    fn an_imported_model_with_a_feature_map_loads_and_picks_its_columns() {
+        let m = load_model(&imported_prototype(&[]), 10).unwrap();
+        assert!(m.model.meta.feature_spec.is_none());
+        assert_eq!(m.layout.width(), 9);
+        assert_eq!(m.layout.spec.phase_lags, 2);
+        assert_eq!(m.model.meta.feature_names[3], "p_l1-1");
+    }
+
+    #[test]
+    fn an_imported_model_for_another_interval_is_refused() {
+        let err = load_model(&imported_prototype(&[]), 60).unwrap_err().to_string();
+        assert!(err.contains("trained on 10 s intervals") && err.contains("[predict] interval_secs"), "{err}");
+    }
+
+    #[test]
+    fn an_xgboost_file_or_an_import_without_a_feature_map_is_refused_saying_how_to_import() {
+        let json = include_bytes!("../../core/tests/data/xgb_prototype_10s.json");
+        let err = load_model(json, 10).unwrap_err().to_string();
+        assert!(err.contains("XGBoost JSON") && err.contains("import-xgboost"), "{err}");
+        let unmapped =
+            gridcast_core::model::xgboost::import_json(json, gridcast_core::features::TargetKind::Level).unwrap();
+        let err = load_model(&unmapped.to_bytes(), 10).unwrap_err().to_string();
+        assert!(err.contains("no feature map") && err.contains("import-xgboost"), "{err}");
     }
 }

@@ -1,7 +1,8 @@
 //! Command-line pieces the `gridcast` binary registers: `train`, `backtest`,
 //! `predict-batch` (and `features`, which writes the feature table the
-//! benchmarks feed to XGBoost). Each is an `Args` struct and a `run_*`
-//! function; errors carry the file and line they are about.
+//! benchmarks feed to XGBoost; `import-xgboost`, which turns a user's XGBoost
+//! model into a model file the predictor serves). Each is an `Args` struct
+//! and a `run_*` function; errors carry the file and line they are about.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -144,6 +145,46 @@ pub struct PredictBatchArgs {
     pub csv: PathBuf,
 }
 
+/// `import-xgboost --model M.json --interval-secs 10 --out M.gcm`: an XGBoost
+/// JSON model (`booster.save_model("m.json")`) as a gridcast model file the
+/// predictor serves, its inputs declared as columns of ours.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = concat!(
+    "Feature names (the model's inputs, each one column the predictor computes from the meter's \
+     per-interval phase powers; k counts intervals of --interval-secs back):\n  ",
+    "p_l{p}          phase p (1..3), mean power of the interval just closed, W\n  ",
+    "p_l{p}-{k}      the same, k >= 1 intervals back (also p_l{p}_lag{k})\n  ",
+    "total, total-{k} (also total_lag{k})  sum of the phases\n  ",
+    "total_diff1, p_l{p}_diff1, total_mean{w}, total_std{w}, minute_of_day, tod_sin, tod_cos, day_of_week\n\n",
+    "The prototype's model: --interval-secs 10 --target level, inputs p_l1,p_l2,p_l3,p_l1-1,p_l2-1,p_l3-1,..."
+))]
+pub struct ImportXgboostArgs {
+    /// The XGBoost JSON model.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Where to write the gridcast model file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Interval the model was trained on, in seconds (its lags count these);
+    /// must equal the predictor's `[predict] interval_secs`.
+    #[arg(long)]
+    pub interval_secs: u32,
+    /// Intervals ahead the model predicts (1 = the next interval).
+    #[arg(long, default_value_t = 1)]
+    pub horizon: u32,
+    /// What the model's output is: the target interval's total power
+    /// (`level`), or its change from the current total (`change`, needs a
+    /// `total` input).
+    #[arg(long, value_enum, default_value_t = TargetArg::Level)]
+    pub target: TargetArg,
+    /// The model's inputs in its order, comma-separated: `NAME` (a feature
+    /// name below) or `NAME=COLUMN` (input NAME is our column COLUMN, e.g.
+    /// `f3=p_l1-1`). NAME must be the file's name for that input when the
+    /// file names its inputs. Default: the file's own names.
+    #[arg(long, value_delimiter = ',')]
+    pub features: Option<Vec<String>>,
+}
+
 /// `features --csv FILE --out FEATURES.csv`: the feature table with targets.
 #[derive(Debug, Clone, Args)]
 pub struct FeaturesArgs {
@@ -235,6 +276,41 @@ pub fn load_model(path: &std::path::Path) -> anyhow::Result<Model> {
         Model::from_bytes(&bytes)
     };
     res.with_context(|| format!("loading model {}", path.display()))
+}
+
+pub fn run_import_xgboost(args: ImportXgboostArgs) -> anyhow::Result<()> {
+    let bytes = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    let serving = xgboost::Serving {
+        target: match args.target {
+            TargetArg::Level => TargetKind::Level,
+            TargetArg::Change => TargetKind::Change,
+        },
+        interval_secs: args.interval_secs,
+        horizon: args.horizon,
+        features: args.features.clone(),
+    };
+    let model =
+        xgboost::import_json_mapped(&bytes, &serving).with_context(|| format!("importing {}", args.model.display()))?;
+    std::fs::write(&args.out, model.to_bytes()).with_context(|| format!("writing {}", args.out.display()))?;
+    let map = model.feature_map().expect("an imported model has its feature map");
+    let inputs: Vec<String> = model
+        .meta
+        .feature_names
+        .iter()
+        .zip(&map.columns)
+        .map(|(n, c)| if n == c { n.clone() } else { format!("{n}={c}") })
+        .collect();
+    eprintln!(
+        "wrote {} ({} trees, {} s intervals, horizon {}, {} target, sha256 {}); inputs: {}",
+        args.out.display(),
+        model.forest().n_trees(),
+        map.interval_secs,
+        map.horizon,
+        if model.meta.target == TargetKind::Level { "level" } else { "change" },
+        model.payload_sha256(),
+        inputs.join(",")
+    );
+    Ok(())
 }
 
 pub fn run_predict_batch(args: PredictBatchArgs) -> anyhow::Result<()> {

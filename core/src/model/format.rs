@@ -3,6 +3,7 @@
 //! ```text
 //! {"format":"gridcast-model","format_version":1,"payload_len":N,"payload_sha256":"..."}\n
 //! {"meta":{...},"trees":[...]}
+//! {"meta":{...},"feature_map":{...},"trees":[...]}     (an imported model)
 //! ```
 //! The header is read first, so a wrong file, a newer format or a truncated
 //! or edited payload is refused with a message saying which, before any tree
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{Model, ModelError, ModelMetadata, Tree};
+use crate::features::FeatureMap;
 
 pub const FORMAT_NAME: &str = "gridcast-model";
 pub const FORMAT_VERSION: u32 = 1;
@@ -29,14 +31,22 @@ struct Header {
 #[serde(deny_unknown_fields)]
 struct Payload {
     meta: ModelMetadata,
+    /// Absent for models gridcast trained, so their files (and versions)
+    /// are what they were before imports could be served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    feature_map: Option<FeatureMap>,
     trees: Vec<Tree>,
 }
 
 impl Model {
     /// Serialize to the native format.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let payload = serde_json::to_vec(&Payload { meta: self.meta.clone(), trees: self.trees().to_vec() })
-            .expect("model payload serializes");
+        let payload = serde_json::to_vec(&Payload {
+            meta: self.meta.clone(),
+            feature_map: self.feature_map().cloned(),
+            trees: self.trees().to_vec(),
+        })
+        .expect("model payload serializes");
         let header = Header {
             format: FORMAT_NAME.into(),
             format_version: FORMAT_VERSION,
@@ -74,7 +84,7 @@ impl Model {
             return Err(ModelError::ChecksumMismatch { expected: header.payload_sha256, actual });
         }
         let p: Payload = serde_json::from_slice(payload)?;
-        Model::new(p.meta, p.trees)
+        Model::build(p.meta, p.feature_map, p.trees)
     }
 
     /// sha256 of the payload, hex: the model's identity in logs and metadata.

@@ -5,7 +5,9 @@
 //! - [`Forest`]: the compiled evaluator, single rows and batches.
 //! - [`Model`]: a forest plus its [`ModelMetadata`] (feature spec, target,
 //!   training range, metrics), saved with [`Model::to_bytes`] and checked by
-//!   sha256 on [`Model::from_bytes`].
+//!   sha256 on [`Model::from_bytes`]. An imported model carries a
+//!   [`FeatureMap`] instead of a feature spec; either way
+//!   [`Model::row_layout`] says how the shared feature code makes its rows.
 //! - [`xgboost`]: `booster.save_model("m.json")` files, 1.x and 2.x/3.x layouts.
 //! - `onnx` (feature `onnx`): export as ONNX `TreeEnsembleRegressor`.
 
@@ -20,7 +22,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::features::{FeatureSpec, TargetKind};
+use crate::features::{FeatureMap, FeatureSpec, MapError, RowLayout, TargetKind};
 pub use forest::{Forest, MAX_PADDED_DEPTH};
 pub use format::{FORMAT_NAME, FORMAT_VERSION};
 pub use tree::{LEAF, Tree};
@@ -40,6 +42,8 @@ pub enum ModelError {
     Invalid(String),
     #[error("XGBoost model not supported: {0}")]
     Xgboost(String),
+    #[error(transparent)]
+    FeatureMap(#[from] MapError),
     #[error("malformed JSON in model: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -48,7 +52,8 @@ pub enum ModelError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelMetadata {
-    /// How rows are computed; `None` for imported models (columns by name only).
+    /// How rows are computed; `None` for imported models (their columns come
+    /// from the model's feature map, if one was declared at import).
     pub feature_spec: Option<FeatureSpec>,
     /// Input column names, in row order.
     pub feature_names: Vec<String>,
@@ -98,13 +103,28 @@ pub struct Lineage {
 #[derive(Debug, Clone)]
 pub struct Model {
     pub meta: ModelMetadata,
+    /// An imported model's inputs as columns of ours (stored beside `meta`
+    /// in the file).
+    feature_map: Option<FeatureMap>,
     trees: Vec<Tree>,
     forest: Forest,
+    /// Input holding the current total (what a change is added to).
+    total_at: Option<usize>,
 }
 
 impl Model {
     /// Check trees and metadata agree and compile the evaluator.
     pub fn new(meta: ModelMetadata, trees: Vec<Tree>) -> Result<Self, ModelError> {
+        Model::build(meta, None, trees)
+    }
+
+    /// An imported model whose inputs are the mapped columns, in order:
+    /// `map.columns[i]` is what `meta.feature_names[i]` means.
+    pub fn mapped(meta: ModelMetadata, map: FeatureMap, trees: Vec<Tree>) -> Result<Self, ModelError> {
+        Model::build(meta, Some(map), trees)
+    }
+
+    fn build(meta: ModelMetadata, feature_map: Option<FeatureMap>, trees: Vec<Tree>) -> Result<Self, ModelError> {
         let nf = meta.feature_names.len();
         if let Some(spec) = &meta.feature_spec {
             spec.validate().map_err(ModelError::Invalid)?;
@@ -114,7 +134,37 @@ impl Model {
                 ));
             }
         }
-        if meta.target == TargetKind::Change && !meta.feature_names.iter().any(|n| n == "total") {
+        // What each input is, by our column names: the names themselves for
+        // a model gridcast trained (or an unmapped import), the map's
+        // columns for a mapped one.
+        let columns = match &feature_map {
+            None => &meta.feature_names,
+            Some(map) => {
+                if meta.feature_spec.is_some() {
+                    return Err(ModelError::Invalid(
+                        "the model has both a feature spec and a feature map: it is one or the other".into(),
+                    ));
+                }
+                map.validate()?;
+                if map.columns.len() != nf {
+                    return Err(ModelError::Invalid(format!(
+                        "the feature map has {} columns for {nf} feature names",
+                        map.columns.len()
+                    )));
+                }
+                &map.columns
+            }
+        };
+        let total_at = columns.iter().position(|c| c == "total");
+        if meta.target == TargetKind::Change && total_at.is_none() {
+            if feature_map.is_some() {
+                return Err(MapError::Invalid(
+                    "a change-target model needs an input mapped to `total` (the current total its change is \
+                     added to); map one, or import the model as a level model"
+                        .into(),
+                )
+                .into());
+            }
             return Err(ModelError::Invalid(
                 "a change-target model needs a `total` feature to add the change to".into(),
             ));
@@ -126,7 +176,23 @@ impl Model {
             t.validate(nf).map_err(|e| ModelError::Invalid(format!("tree {i}: {e}")))?;
         }
         let forest = Forest::compile(&trees, meta.base_score, nf);
-        Ok(Model { meta, trees, forest })
+        Ok(Model { meta, feature_map, trees, forest, total_at })
+    }
+
+    /// The declared feature map of an imported model.
+    pub fn feature_map(&self) -> Option<&FeatureMap> {
+        self.feature_map.as_ref()
+    }
+
+    /// How the shared feature code makes this model's rows: its feature
+    /// spec, or its feature map's. `None` for an imported model without a
+    /// map (it can only be fed rows by column name, e.g. `predict-batch`).
+    pub fn row_layout(&self) -> Option<RowLayout> {
+        match (&self.meta.feature_spec, &self.feature_map) {
+            (Some(spec), _) => Some(RowLayout::native(spec.clone())),
+            (None, Some(map)) => Some(map.layout(self.meta.target)),
+            (None, None) => None,
+        }
     }
 
     pub fn trees(&self) -> &[Tree] {
@@ -149,10 +215,7 @@ impl Model {
         let raw = self.predict_raw(row);
         match self.meta.target {
             TargetKind::Level => raw,
-            TargetKind::Change => {
-                let i = self.meta.feature_names.iter().position(|n| n == "total").unwrap_or(0);
-                raw + row[i]
-            }
+            TargetKind::Change => raw + row[self.total_at.unwrap_or(0)],
         }
     }
 }

@@ -8,11 +8,16 @@
 //! silently mispredicted. XGBoost sends `x < split_condition` left and a
 //! missing value to the `default_left` side; a leaf's value is its
 //! `split_conditions` entry.
+//!
+//! [`import_json`] gives a model that can be fed rows by column name
+//! (`predict-batch`). [`import_json_mapped`] also declares what each input
+//! is as a column of ours ([`FeatureMap`]), so the predictor can compute its
+//! rows; every name is checked here, at import, not when it is served.
 
 use serde_json::Value;
 
 use super::{LEAF, Model, ModelError, ModelMetadata, Tree};
-use crate::features::TargetKind;
+use crate::features::{FeatureMap, MapError, TargetKind};
 
 const IDENTITY_OBJECTIVES: [&str; 4] = ["reg:squarederror", "reg:absoluteerror", "reg:pseudohubererror", "reg:linear"];
 
@@ -23,6 +28,78 @@ fn err(msg: impl Into<String>) -> ModelError {
 /// Parse an XGBoost JSON model. `target` says what its output means for
 /// gridcast (XGBoost does not record it; `Level` for a plain regressor).
 pub fn import_json(bytes: &[u8], target: TargetKind) -> Result<Model, ModelError> {
+    let (meta, trees, _) = parse(bytes, target)?;
+    Model::new(meta, trees)
+}
+
+/// How an imported model's inputs are served: what XGBoost does not record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Serving {
+    /// What the output means (the prototype's model: `Level`).
+    pub target: TargetKind,
+    /// The interval the model was trained on, in seconds (its lags count these).
+    pub interval_secs: u32,
+    /// Intervals ahead it predicts (1 = the next one).
+    pub horizon: u32,
+    /// One entry per model input, in the model's order: `NAME` (a name in
+    /// [`crate::features::COLUMN_GRAMMAR`], e.g. `p_l1-1`) or `NAME=COLUMN`
+    /// (input `NAME` is our column `COLUMN`, e.g. `f3=p_l1-1`). `NAME` must
+    /// be the file's name for that input when the file has names. `None`:
+    /// the file's own feature names, each in the grammar.
+    pub features: Option<Vec<String>>,
+}
+
+/// Parse an XGBoost JSON model and declare its feature map. An input whose
+/// name is not a column the feature code computes, a declaration that does
+/// not match the file's inputs, or a file without names and no declaration
+/// is an error saying which.
+pub fn import_json_mapped(bytes: &[u8], serving: &Serving) -> Result<Model, ModelError> {
+    let (mut meta, trees, file_has_names) = parse(bytes, serving.target)?;
+    let n = meta.feature_names.len();
+    let (names, columns): (Vec<String>, Vec<String>) = match &serving.features {
+        None if !file_has_names => {
+            return Err(invalid(format!(
+                "the XGBoost file does not name its {n} inputs: declare them in order (--features p_l1,p_l2,...)"
+            )));
+        }
+        None => meta.feature_names.iter().map(|n| (n.clone(), n.clone())).collect(),
+        Some(declared) => {
+            if declared.len() != n {
+                return Err(invalid(format!(
+                    "the model has {n} inputs but {} feature names are declared",
+                    declared.len()
+                )));
+            }
+            let mut pairs = Vec::with_capacity(n);
+            for (i, entry) in declared.iter().enumerate() {
+                let (name, column) = entry.split_once('=').unwrap_or((entry, entry));
+                let (name, column) = (name.trim(), column.trim());
+                if file_has_names && name != meta.feature_names[i] {
+                    return Err(invalid(format!(
+                        "model input {i} is {:?} in the XGBoost file but is declared as {name:?}: declare the \
+                         inputs in the model's order, as NAME or NAME=COLUMN with the file's names",
+                        meta.feature_names[i]
+                    )));
+                }
+                pairs.push((name.to_string(), column.to_string()));
+            }
+            pairs.into_iter().unzip()
+        }
+    };
+    if let Some(dup) = names.iter().enumerate().find_map(|(i, a)| names[..i].contains(a).then_some(a)) {
+        return Err(invalid(format!("feature name {dup:?} is declared twice")));
+    }
+    let map = FeatureMap::declare(serving.interval_secs, serving.horizon, &columns)?;
+    meta.feature_names = names;
+    Model::mapped(meta, map, trees)
+}
+
+fn invalid(msg: String) -> ModelError {
+    ModelError::FeatureMap(MapError::Invalid(msg))
+}
+
+/// Metadata (no spec, no map), trees, and whether the file named its inputs.
+fn parse(bytes: &[u8], target: TargetKind) -> Result<(ModelMetadata, Vec<Tree>, bool), ModelError> {
     let doc: Value = serde_json::from_slice(bytes)?;
     let learner = doc.get("learner").ok_or_else(|| err("no `learner` object (is this a save_model JSON file?)"))?;
     let objective =
@@ -63,7 +140,8 @@ pub fn import_json(bytes: &[u8], target: TargetKind) -> Result<Model, ModelError
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
         .unwrap_or_default();
-    if feature_names.len() != n_features {
+    let has_names = feature_names.len() == n_features;
+    if !has_names {
         feature_names = (0..n_features).map(|i| format!("f{i}")).collect();
     }
     let version = doc
@@ -84,7 +162,7 @@ pub fn import_json(bytes: &[u8], target: TargetKind) -> Result<Model, ModelError
         metrics: Default::default(),
         lineage: None,
     };
-    Model::new(meta, trees)
+    Ok((meta, trees, has_names))
 }
 
 /// `"5E-1"` (1.x), `"[5E-1]"` (2.x/3.x) or a bare number.

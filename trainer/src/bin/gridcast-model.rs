@@ -22,6 +22,9 @@ enum Cmd {
     Train(cli::TrainArgs),
     Backtest(cli::BacktestArgs),
     PredictBatch(cli::PredictBatchArgs),
+    /// Turn an XGBoost JSON model into a model file `gridcast predict` serves,
+    /// its inputs declared as columns the predictor computes.
+    ImportXgboost(cli::ImportXgboostArgs),
     /// Write the feature table (features, current_total, next_total, target).
     Features(cli::FeaturesArgs),
     /// Time single-row and batch prediction of a model on a features CSV (JSON out).
@@ -82,6 +85,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Train(a) => cli::run_train(a),
         Cmd::Backtest(a) => cli::run_backtest(a),
         Cmd::PredictBatch(a) => cli::run_predict_batch(a),
+        Cmd::ImportXgboost(a) => cli::run_import_xgboost(a),
         Cmd::Features(a) => cli::run_features(a),
         Cmd::Latency(a) => latency(a),
         Cmd::TrainTime(a) => train_time(a),

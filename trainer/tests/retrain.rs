@@ -131,3 +131,25 @@ async fn ingest_line_files_give_the_history_the_csv_gives() {
     let e = format!("{:#}", history::load(&wrong, 60).await.unwrap_err());
     assert!(e.contains("nobody"), "{e}");
 }
+
+/// A site that switched from the prototype serves an imported XGBoost model
+/// (a declared feature map, no spec of ours): retrain scores it through its
+/// map and replaces it with a native challenger at its interval.
+#[tokio::test]
+async fn an_imported_xgboost_champion_is_scored_through_its_map_and_replaced() {
+    use gridcast_core::features::TargetKind;
+    use gridcast_core::model::xgboost::{Serving, import_json_mapped};
+    let dir = tempfile::tempdir().unwrap();
+    let json = std::fs::read(repo("core/tests/data/xgb_prototype_10s.json")).unwrap();
+    let serving = Serving { target: TargetKind::Level, interval_secs: 60, horizon: 1, features: None };
+    let imported = import_json_mapped(&json, &serving).unwrap();
+    assert!(imported.meta.feature_spec.is_none());
+    let champion = dir.path().join("imported.gcm");
+    std::fs::write(&champion, imported.to_bytes()).unwrap();
+    let out = dir.path().join("store");
+    let outcome = retrain(&config(&champion, &out), "cli").await.unwrap();
+    assert!(outcome.champion.rows > 0 && outcome.champion.mae.is_finite());
+    assert!(outcome.verdict.ship, "{}", outcome.verdict);
+    let shipped = Model::from_bytes(&std::fs::read(outcome.published.unwrap().current).unwrap()).unwrap();
+    assert_eq!(shipped.meta.feature_spec.expect("a native challenger").interval_secs, 60);
+}

@@ -280,11 +280,11 @@ impl PublishConfig {
 impl RetrainConfig {
     /// The interval the history is averaged to: the champion's.
     pub fn interval_secs(&self, champion: &Model) -> anyhow::Result<u32> {
-        match (&champion.meta.feature_spec, self.train.interval_secs) {
-            (Some(spec), _) => Ok(spec.interval_secs),
+        match (champion.row_layout(), self.train.interval_secs) {
+            (Some(layout), _) => Ok(layout.spec.interval_secs),
             (None, Some(interval)) => Ok(interval),
             (None, None) => anyhow::bail!(
-                "the champion {} has no feature spec (an imported model): set [train] interval_secs",
+                "the champion {} has no feature spec nor feature map: set [train] interval_secs",
                 self.champion.model
             ),
         }

@@ -37,10 +37,15 @@ pub fn split_at(table: &FeatureTable, holdout_from: i64) -> (Vec<usize>, Vec<usi
 
 /// Score `model` on the intervals of `series` from `holdout_from` on.
 pub fn score(model: &Model, series: &[Interval], holdout_from: i64) -> anyhow::Result<Scores> {
-    let Some(spec) = &model.meta.feature_spec else {
-        anyhow::bail!("a model without a feature spec (an imported one) cannot be scored on the history");
+    // A model's row: its own spec's columns, or those an imported model's
+    // declared feature map picks from the shared feature code.
+    let Some(layout) = model.row_layout() else {
+        anyhow::bail!(
+            "the model has neither a feature spec nor a feature map (an XGBoost model imported without \
+             --features): its columns cannot be computed"
+        );
     };
-    let table = FeatureTable::build(spec, series)?;
+    let table = FeatureTable::build(&layout.spec, series)?;
     let (_, holdout) = split_at(&table, holdout_from);
     anyhow::ensure!(!holdout.is_empty(), "the holdout has no interval with a known next total");
     let (mut abs, mut sq, mut persist_abs) = (0.0, 0.0, 0.0);
@@ -48,7 +53,7 @@ pub fn score(model: &Model, series: &[Interval], holdout_from: i64) -> anyhow::R
     let mut last = f64::NAN;
     for &i in &holdout {
         let actual = table.next_total[i] as f64;
-        let error = model.predict_level(table.row(i)) as f64 - actual;
+        let error = model.predict_level(&layout.model_row(table.row(i).to_vec())) as f64 - actual;
         abs += error.abs();
         sq += error * error;
         let current = table.current_total[i] as f64;

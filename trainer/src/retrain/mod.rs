@@ -153,13 +153,19 @@ pub async fn retrain(config: &RetrainConfig, trigger: &str) -> anyhow::Result<Ou
     }
 
     let params = config.train.params();
-    let (mut challenger, _) = {
+    let (mut challenger, trained) = {
         let (spec, params) = (spec.clone(), params.clone());
         tokio::task::spawn_blocking(move || {
-            pipeline::fit_weighted(&spec, &table, &train_rows, Some(&weights), &params, &mut |_, _| {})
+            pipeline::fit_weighted(&spec, &table, &train_rows, Some(&weights), &params, &mut progress(params.n_trees))
         })
         .await??
     };
+    eprintln!(
+        "retrain: trained {} trees on {} rows in {:.1} s",
+        challenger.forest().n_trees(),
+        trained.train_rows,
+        trained.seconds
+    );
 
     let champion_scores = gate::score(&champion, &series, holdout_from)?;
     let challenger_scores = gate::score(&challenger, &series, holdout_from)?;
@@ -190,6 +196,23 @@ pub async fn retrain(config: &RetrainConfig, trigger: &str) -> anyhow::Result<Ou
         published: Some(published),
         triplets: tally,
     })
+}
+
+/// Training progress on stderr, for a terminal and for a Job's log alike:
+/// at most one line every 5 s (trees grown, the validation MAE). The first
+/// pass picks the number of trees on a validation tail, the refit grows
+/// that many again on all rows.
+fn progress(max_trees: usize) -> impl FnMut(usize, Option<f64>) + Send {
+    let started = std::time::Instant::now();
+    let mut last = started;
+    move |trees, metric| {
+        if last.elapsed() < std::time::Duration::from_secs(5) {
+            return;
+        }
+        last = std::time::Instant::now();
+        let metric = metric.map_or_else(String::new, |m| format!(", validation MAE {m:.1} W"));
+        eprintln!("retrain: training, {trees}/{max_trees} trees{metric} ({:.0} s)", started.elapsed().as_secs_f64());
+    }
 }
 
 /// The UTC date of Unix second `ts`, as the predictor's `date=` partitions name it.

@@ -153,3 +153,50 @@ async fn an_imported_xgboost_champion_is_scored_through_its_map_and_replaced() {
     let shipped = Model::from_bytes(&std::fs::read(outcome.published.unwrap().current).unwrap()).unwrap();
     assert_eq!(shipped.meta.feature_spec.expect("a native challenger").interval_secs, 60);
 }
+
+/// One gzip NDJSON object of the predictor's layout under `store`.
+fn put_object(store: &Path, day: &str, name: &str, bytes: &[u8]) {
+    let dir = store.join(format!("triplets/device=pi/date={day}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), bytes).unwrap();
+}
+
+fn gzip(text: &str) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut enc, text.as_bytes()).unwrap();
+    enc.finish().unwrap()
+}
+
+/// Mispredictions weigh their rows; a corrupt object, a line that is not a
+/// triplet and a triplet of another feature spec are counted and skipped,
+/// and the retrain goes on.
+#[tokio::test]
+async fn triplets_weigh_their_rows_and_bad_ones_are_counted_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let champion = weak_champion(dir.path());
+    let names = serde_json::to_string(&FeatureSpec::default().names()).unwrap();
+    let triplet = |minute: i64, names: &str| {
+        format!(
+            r#"{{"seq":{minute},"sensor":"m1","model_version":"v","feature_names":{names},"features":[],"predicted":1.0,"actual":2.0,"error":-1.0,"features_start_ms":{},"interval_start_ms":0,"interval_end_ms":0,"horizon":1,"rule":"absolute"}}"#,
+            (1_167_609_600 + 60 * minute) * 1000
+        )
+    };
+    let store = dir.path().join("triplets-store");
+    let good: Vec<String> = (100..110).map(|m| triplet(m, &names)).collect();
+    put_object(&store, "2007-01-01", "1-100-109.ndjson.gz", &gzip(&good.join("\n")));
+    put_object(&store, "2007-01-01", "1-110-111.ndjson.gz", b"not gzip at all");
+    let other = format!("{}\nnot a triplet\n", triplet(120, r#"["p_l1","p_l1-1"]"#));
+    put_object(&store, "2007-01-02", "1-120-121.ndjson.gz", &gzip(&other));
+    put_object(&store, "2008-06-01", "1-900-900.ndjson.gz", b"outside the history: never read");
+
+    let mut c = config(&champion, &dir.path().join("out"));
+    c.triplets.store = Some(format!("file://{}", store.display()));
+    let outcome = retrain(&c, "cli").await.unwrap();
+    let t = &outcome.triplets;
+    assert_eq!((t.objects, t.corrupt_objects, t.bad_lines), (3, 1, 1), "{t}");
+    assert_eq!((t.triplets, t.other_spec, t.used), (11, 1, 10), "{t}");
+    assert!(outcome.verdict.ship, "{}", outcome.verdict);
+    let model = Model::from_bytes(&std::fs::read(outcome.published.unwrap().current).unwrap()).unwrap();
+    assert_eq!(model.meta.lineage.unwrap().triplets_used, 10);
+    assert_eq!(model.meta.metrics["weighted_rows"], 10.0);
+}

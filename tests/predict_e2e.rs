@@ -109,17 +109,7 @@ impl Run {
 
     /// The predictor's `/metrics`, as name -> value (None while it is down).
     fn metrics(&self) -> Option<BTreeMap<String, f64>> {
-        let url = format!("http://127.0.0.1:{}/metrics", self.http_port);
-        let response = support::http::request("GET", &url, &[], b"").ok()?;
-        Some(
-            response
-                .text()
-                .lines()
-                .filter(|l| !l.starts_with('#'))
-                .filter_map(|l| l.rsplit_once(' '))
-                .filter_map(|(k, v)| Some((k.trim_start_matches("gridcast_").to_string(), v.parse().ok()?)))
-                .collect(),
-        )
+        support::http::gridcast_metrics(self.http_port)
     }
 
     fn metric(&self, name: &str) -> f64 {

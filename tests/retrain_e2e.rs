@@ -107,16 +107,7 @@ fn publish_in_background(servers: &SharedServers, topic_prefix: &str, readings: 
 }
 
 fn metrics(port: u16) -> BTreeMap<String, f64> {
-    let Ok(response) = support::http::request("GET", &format!("http://127.0.0.1:{port}/metrics"), &[], b"") else {
-        return BTreeMap::new();
-    };
-    response
-        .text()
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter_map(|(k, v)| Some((k.trim_start_matches("gridcast_").to_string(), v.parse().ok()?)))
-        .collect()
+    support::http::gridcast_metrics(port).unwrap_or_default()
 }
 
 #[test]

@@ -157,6 +157,21 @@ pub fn influxql_values(url: &str, db: &str, q: &str) -> Vec<Vec<Value>> {
         .unwrap_or_default()
 }
 
+/// A gridcast service's `/metrics` on `127.0.0.1:port`, as name (without
+/// the `gridcast_` prefix) -> value; `None` while nothing answers.
+pub fn gridcast_metrics(port: u16) -> Option<std::collections::BTreeMap<String, f64>> {
+    let response = request("GET", &format!("http://127.0.0.1:{port}/metrics"), &[], b"").ok()?;
+    Some(
+        response
+            .text()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' '))
+            .filter_map(|(k, v)| Some((k.trim_start_matches("gridcast_").to_string(), v.parse().ok()?)))
+            .collect(),
+    )
+}
+
 /// Creates database `db` (a no-op if it exists); panics on any error.
 pub fn influx_create_database(url: &str, db: &str) {
     let full = format!("{url}/query?{}", query_string(&[("q", &format!("CREATE DATABASE \"{db}\""))]));

@@ -270,3 +270,48 @@ fn when_mispredictions_fires_once_for_n_new_triplets_across_a_restart() {
     assert_eq!(retrains(), 1, "{text}");
     assert!(text.contains("verdict:"), "{text}");
 }
+
+/// `--every 1s`: it retrains, logs when the next run is, and retrains again
+/// (the second run keeps the champion the first one shipped, or ships a
+/// better one); SIGTERM ends it with status 0.
+#[test]
+fn every_retrains_on_schedule_and_says_when_the_next_run_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let models = dir.path().join("store/models");
+    weak_champion(&models.join("current.gcm"));
+    let config = dir.path().join("retrain.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[history]\ncsv = \"{root}/samples/uci_household_2007-01_14d.csv\"\n\
+             [champion]\nmodel = \"{}\"\n[train]\ntrees = 20\nlearning_rate = 0.1\nthreads = 2\n\
+             [publish]\nstore = \"{}\"\n[trigger]\nstate = \"{}\"\n",
+            models.join("current.gcm").display(),
+            dir.path().join("store").display(),
+            dir.path().join("state.json").display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("every.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gridcast"))
+        .args(["retrain", "--every", "1s", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    while text().matches("verdict:").count() < 2 {
+        assert!(child.try_wait().unwrap().is_none(), "the scheduler exited:\n{}", text());
+        assert!(std::time::Instant::now() < deadline, "no second scheduled retrain:\n{}", text());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(text().contains("next scheduled retrain"), "{}", text());
+    assert!(text().contains("trigger=\"schedule\"") || text().contains("trigger=schedule"), "{}", text());
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{}", text());
+}

@@ -76,15 +76,20 @@ fn retrain_held_at(config: &Path, syscalls: &str) -> (std::process::Child, u32) 
     (strace, pid)
 }
 
-/// The first child of `parent` (from /proc), waiting for it to appear.
+/// The child of `parent` running `gridcast retrain` (from /proc), waiting
+/// for it to appear. Not just the first child: strace forks short-lived
+/// children of its own at start-up to probe ptrace.
 fn support_child_of(parent: u32) -> u32 {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).unwrap_or_default();
-        if let Some(pid) = children.split_whitespace().next() {
-            return pid.parse().unwrap();
+        for pid in children.split_whitespace() {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains("retrain") {
+                return pid.parse().unwrap();
+            }
         }
-        assert!(std::time::Instant::now() < deadline, "strace started no child");
+        assert!(std::time::Instant::now() < deadline, "strace started no gridcast retrain");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
@@ -137,7 +142,15 @@ fn a_retrain_killed_mid_publish_leaves_the_old_current_model_valid() {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
+        // strace would sit out the rest of the held syscall's delay.
+        let _ = strace.kill();
         let _ = strace.wait();
+        // Dead: gone, or a zombie no one has reaped yet.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z ")) {
+            assert!(std::time::Instant::now() < deadline, "the killed retrain is still running");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let bytes = std::fs::read(&current).unwrap();
         assert_eq!(bytes, old, "killed before the {step}: current.gcm is the old model, whole");
         assert_eq!(load_model(&bytes, 60).unwrap().version, old_version);

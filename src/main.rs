@@ -40,6 +40,8 @@ enum Command {
     /// Train a challenger on the history, gate it against the champion, publish it if it wins
     /// (exit 0 shipped, 3 kept the champion, 1 error).
     Retrain(gridcast_trainer::retrain::RetrainArgs),
+    /// Build and push the predictor image, or a model as its top layer, straight to a registry.
+    Ship(gridcast_ship::cli::ShipArgs),
 }
 
 /// Errors end the process with one line on stderr (the cause chain joined
@@ -80,6 +82,7 @@ fn run() -> anyhow::Result<()> {
                 0 => Ok(()),
                 status => std::process::exit(status),
             },
+            Command::Ship(args) => gridcast_ship::cli::run(args).await,
         }
     })
 }

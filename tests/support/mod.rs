@@ -24,6 +24,7 @@ pub mod gridcast;
 pub mod http;
 pub mod meter;
 mod process;
+pub mod registry;
 mod servers;
 
 use std::env;

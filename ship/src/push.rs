@@ -1,0 +1,176 @@
+//! The two pushes of `gridcast ship`, as sequences of pure builds (`layer`,
+//! `image`) and registry calls (`registry`). Every input is read and checked
+//! before the first request, so a bad binary, model or reference pushes
+//! nothing.
+
+use gridcast_core::model::Model;
+use oci_client::Reference;
+
+use crate::ShipError;
+use crate::image::{self, BINARY_PATH, CA_CERTIFICATES_PATH, MODEL_PATH, PREDICT_CONFIG_PATH};
+use crate::layer::{LayerFile, build_layer};
+use crate::registry::{PushReport, Registry, Sent};
+
+/// The predictor config the base image carries unless told otherwise: the
+/// one `deploy/docker/Dockerfile` copies too.
+pub const DEFAULT_PREDICT_CONFIG: &str = include_str!("../../deploy/docker/predict.toml");
+
+/// What `ship base` builds.
+#[derive(Debug, Clone)]
+pub struct BaseImage {
+    /// Path of the `gridcast` binary (static, for the target's architecture).
+    pub binary: String,
+    /// The predictor config to put at `/etc/gridcast/predict.toml`.
+    pub predict_config: String,
+    /// Path of the CA certificate bundle to put at
+    /// `/etc/ssl/certs/ca-certificates.crt` (the build machine's).
+    pub ca_certificates: String,
+    /// `REGISTRY/REPOSITORY:TAG` to push.
+    pub image: String,
+    /// Labels added to the image config.
+    pub labels: Vec<(String, String)>,
+    /// Plain HTTP to a registry that is not on this machine.
+    pub insecure: bool,
+}
+
+/// What `ship model` builds.
+#[derive(Debug, Clone)]
+pub struct ModelImage {
+    /// Path of the `.gcm` model file.
+    pub model: String,
+    /// The predictor base image, `REGISTRY/REPOSITORY:TAG` (or `@sha256:...`).
+    pub base: String,
+    /// `REGISTRY/REPOSITORY[:TAG]` to push; without a tag, the model version.
+    pub image: String,
+    pub insecure: bool,
+}
+
+/// Builds the base image from the binary and pushes it.
+pub async fn push_base(base: &BaseImage) -> Result<PushReport, ShipError> {
+    let binary = read(&base.binary)?;
+    let ca_certificates = read(&base.ca_certificates)?;
+    let (architecture, variant) = image::elf_platform(&base.binary, &binary)?;
+    let target = parse_reference(&base.image)?;
+    let layer = build_layer(&[
+        LayerFile::new(BINARY_PATH, 0o755, binary),
+        LayerFile::new(PREDICT_CONFIG_PATH, 0o644, base.predict_config.clone().into_bytes()),
+        LayerFile::new(CA_CERTIFICATES_PATH, 0o644, ca_certificates),
+    ])?;
+    let created_by = format!("gridcast ship base: {BINARY_PATH}, {PREDICT_CONFIG_PATH}, {CA_CERTIFICATES_PATH}");
+    let config = image::base_config(architecture, variant, &layer.diff_id, &created_by, &base.labels);
+    let (manifest, digest) = image::manifest(
+        image::OCI_MANIFEST,
+        image::descriptor(image::OCI_CONFIG, &config),
+        vec![image::descriptor(image::OCI_LAYER_GZIP, &layer.blob)],
+    );
+
+    let registry = Registry::connect(&[&target], base.insecure).await?;
+    let size = layer.blob.len() as u64;
+    let mut report = report(&target, digest);
+    match registry.put_blob(&target, layer.blob).await? {
+        Sent::Uploaded => report.uploaded.push(size),
+        Sent::Reused => report.reused.push(size),
+    }
+    report.config_uploaded = registry.put_blob(&target, config).await? == Sent::Uploaded;
+    registry.put_manifest(&target, manifest).await?;
+    Ok(report)
+}
+
+/// Puts the model on top of the base image as one layer and pushes the
+/// result; the base's layers are reused, not sent again.
+pub async fn push_model(ship: &ModelImage) -> Result<PushReport, ShipError> {
+    let bytes = read(&ship.model)?;
+    let model = Model::from_bytes(&bytes).map_err(|source| ShipError::BadModel { path: ship.model.clone(), source })?;
+    let sha256 = model.payload_sha256();
+    let version = sha256[..12].to_owned();
+    let base = parse_reference(&ship.base)?;
+    let target = if has_tag_or_digest(&ship.image) {
+        parse_reference(&ship.image)?
+    } else {
+        parse_reference(&format!("{}:{version}", ship.image))?
+    };
+    if target.digest().is_some() {
+        return Err(ShipError::BadReference {
+            reference: ship.image.clone(),
+            reason: "a push needs a tag, not a digest".into(),
+        });
+    }
+    let layer = build_layer(&[LayerFile::new(MODEL_PATH, 0o644, bytes)])?;
+
+    let registry = Registry::connect(&[&base, &target], ship.insecure).await?;
+    let (base_manifest, base_config) = registry.pull_manifest_and_config(&base).await?;
+    let created_by = format!("gridcast ship model: {MODEL_PATH} (model version {version})");
+    let labels =
+        [(image::LABEL_MODEL_VERSION.to_owned(), version.clone()), (image::LABEL_MODEL_SHA256.to_owned(), sha256)];
+    let config = image::append_layer(&base_config, &layer, &created_by, &labels)?;
+
+    let manifest_type = base_manifest.media_type.clone().unwrap_or_else(|| image::OCI_MANIFEST.to_owned());
+    let layer_type = image::layer_media_type(Some(&manifest_type));
+    let mut layers: Vec<serde_json::Value> = Vec::new();
+    let mut report = report(&target, String::new());
+    for base_layer in &base_manifest.layers {
+        let size = u64::try_from(base_layer.size).unwrap_or(0);
+        match registry.carry_blob(&base, &target, base_layer).await? {
+            Sent::Uploaded => report.uploaded.push(size),
+            Sent::Reused => report.reused.push(size),
+        }
+        layers.push(serde_json::to_value(base_layer).expect("a descriptor serializes"));
+    }
+    layers.push(image::descriptor(layer_type, &layer.blob));
+    let (manifest, digest) =
+        image::manifest(&manifest_type, image::descriptor(&base_manifest.config.media_type, &config), layers);
+    report.digest = digest;
+
+    let size = layer.blob.len() as u64;
+    match registry.put_blob(&target, layer.blob).await? {
+        Sent::Uploaded => report.uploaded.push(size),
+        Sent::Reused => report.reused.push(size),
+    }
+    report.config_uploaded = registry.put_blob(&target, config).await? == Sent::Uploaded;
+    registry.put_manifest(&target, manifest).await?;
+    Ok(report)
+}
+
+fn report(target: &Reference, digest: String) -> PushReport {
+    PushReport { image: target.whole(), digest, uploaded: vec![], reused: vec![], config_uploaded: false }
+}
+
+fn read(path: &str) -> Result<Vec<u8>, ShipError> {
+    std::fs::read(path).map_err(|source| ShipError::Read { path: path.to_owned(), source })
+}
+
+fn parse_reference(reference: &str) -> Result<Reference, ShipError> {
+    reference
+        .parse::<Reference>()
+        .map_err(|e| ShipError::BadReference { reference: reference.to_owned(), reason: e.to_string() })
+}
+
+/// Whether `reference` names a tag or digest: a ':' or '@' after the last
+/// '/' (a ':' before it is the registry's port).
+fn has_tag_or_digest(reference: &str) -> bool {
+    let last = reference.rsplit('/').next().unwrap_or(reference);
+    last.contains(':') || last.contains('@')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tag_is_told_from_a_registry_port() {
+        assert!(!has_tag_or_digest("127.0.0.1:5000/gridcast/predictor"));
+        assert!(has_tag_or_digest("127.0.0.1:5000/gridcast/predictor:v1"));
+        assert!(has_tag_or_digest("reg/gridcast@sha256:00"));
+        assert!(!has_tag_or_digest("gridcast"));
+    }
+
+    #[test]
+    fn the_default_predict_config_reads_the_model_from_the_model_layer() {
+        // Loaded as `gridcast predict --config` loads it: every key known.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("predict.toml");
+        std::fs::write(&path, DEFAULT_PREDICT_CONFIG).unwrap();
+        let config = gridcast_predictor::config::load(Some(&path)).unwrap();
+        assert_eq!(config.predict.model, MODEL_PATH);
+    }
+}

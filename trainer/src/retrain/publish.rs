@@ -117,7 +117,11 @@ fn remove_stale_temp_files(dir: &Path) {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
         let Some(pid) = name.strip_prefix(".publish-").and_then(|rest| rest.split('-').next()) else { continue };
-        if Path::new("/proc").join(pid).exists() {
+        // Running, unless gone or a zombie (killed, not reaped yet: a
+        // container's pid 1 may never reap it).
+        let stat = std::fs::read_to_string(Path::new("/proc").join(pid).join("stat")).unwrap_or_default();
+        let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+        if state.is_some_and(|s| s != 'Z') {
             continue; // a publish still running (or a reused pid: the file is left)
         }
         match std::fs::remove_file(entry.path()) {

@@ -67,10 +67,7 @@ pub async fn push_base(base: &BaseImage) -> Result<PushReport, ShipError> {
     let registry = Registry::connect(&[&target], base.insecure).await?;
     let size = layer.blob.len() as u64;
     let mut report = report(&target, digest);
-    match registry.put_blob(&target, layer.blob).await? {
-        Sent::Uploaded => report.uploaded.push(size),
-        Sent::Reused => report.reused.push(size),
-    }
+    report.count(registry.put_blob(&target, layer.blob).await?, size);
     report.config_uploaded = registry.put_blob(&target, config).await? == Sent::Uploaded;
     registry.put_manifest(&target, manifest).await?;
     Ok(report)
@@ -110,10 +107,7 @@ pub async fn push_model(ship: &ModelImage) -> Result<PushReport, ShipError> {
     let mut report = report(&target, String::new());
     for base_layer in &base_manifest.layers {
         let size = u64::try_from(base_layer.size).unwrap_or(0);
-        match registry.carry_blob(&base, &target, base_layer).await? {
-            Sent::Uploaded => report.uploaded.push(size),
-            Sent::Reused => report.reused.push(size),
-        }
+        report.count(registry.carry_blob(&base, &target, base_layer).await?, size);
         layers.push(serde_json::to_value(base_layer).expect("a descriptor serializes"));
     }
     layers.push(image::descriptor(layer_type, &layer.blob));
@@ -122,10 +116,7 @@ pub async fn push_model(ship: &ModelImage) -> Result<PushReport, ShipError> {
     report.digest = digest;
 
     let size = layer.blob.len() as u64;
-    match registry.put_blob(&target, layer.blob).await? {
-        Sent::Uploaded => report.uploaded.push(size),
-        Sent::Reused => report.reused.push(size),
-    }
+    report.count(registry.put_blob(&target, layer.blob).await?, size);
     report.config_uploaded = registry.put_blob(&target, config).await? == Sent::Uploaded;
     registry.put_manifest(&target, manifest).await?;
     Ok(report)

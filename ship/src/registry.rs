@@ -40,6 +40,16 @@ pub struct PushReport {
     pub config_uploaded: bool,
 }
 
+impl PushReport {
+    /// Count a layer of `size` bytes as uploaded or reused.
+    pub fn count(&mut self, sent: Sent, size: u64) {
+        match sent {
+            Sent::Uploaded => self.uploaded.push(size),
+            Sent::Reused => self.reused.push(size),
+        }
+    }
+}
+
 impl fmt::Display for PushReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -75,14 +75,8 @@ impl WatchState {
 pub async fn count_new(config: &TripletsConfig, state: &mut WatchState) -> anyhow::Result<u64> {
     let url = config.store.as_deref().context("--when-mispredictions needs [triplets] store")?;
     let (bucket, base) = store::open_with(url, &config.options)?;
-    let root = store::join(&base, config.prefix.trim_matches('/'));
     let mut new = 0;
-    let root_opt = if root.as_ref().is_empty() { None } else { Some(&root) };
-    for device in bucket.list_with_delimiter(root_opt).await?.common_prefixes {
-        let name = device.as_ref().rsplit('/').next().unwrap_or_default().to_string();
-        if !name.starts_with("device=") || (!config.device.is_empty() && name != format!("device={}", config.device)) {
-            continue;
-        }
+    for (name, device) in triplets::device_folders(bucket.as_ref(), &base, config).await? {
         let mark = state.counted_up_to.get(&name).cloned().unwrap_or_default();
         let mut keys: Vec<String> = bucket
             .list(Some(&device))

@@ -115,14 +115,8 @@ async fn object_keys(
     config: &TripletsConfig,
     (from_day, to_day): (&str, &str),
 ) -> anyhow::Result<Vec<Path>> {
-    let root = store::join(base, config.prefix.trim_matches('/'));
     let mut keys = Vec::new();
-    for device in subfolders(bucket, &root).await? {
-        let name = last_part(&device);
-        let Some(device_name) = name.strip_prefix("device=") else { continue };
-        if !config.device.is_empty() && device_name != config.device {
-            continue;
-        }
+    for (_, device) in device_folders(bucket, base, config).await? {
         for day in subfolders(bucket, &device).await? {
             let Some(date) = last_part(&day).strip_prefix("date=").map(str::to_string) else { continue };
             if date.as_str() < from_day || date.as_str() > to_day {
@@ -134,6 +128,25 @@ async fn object_keys(
     }
     keys.sort();
     Ok(keys)
+}
+
+/// The `{base}/{prefix}/device=<name>` folders `config` asks for (every
+/// device, or its `device`): (`device=<name>`, folder).
+pub async fn device_folders(
+    bucket: &dyn ObjectStore,
+    base: &Path,
+    config: &TripletsConfig,
+) -> anyhow::Result<Vec<(String, Path)>> {
+    let root = store::join(base, config.prefix.trim_matches('/'));
+    let mut devices = Vec::new();
+    for folder in subfolders(bucket, &root).await? {
+        let name = last_part(&folder);
+        let Some(device) = name.strip_prefix("device=") else { continue };
+        if config.device.is_empty() || device == config.device {
+            devices.push((name, folder));
+        }
+    }
+    Ok(devices)
 }
 
 async fn subfolders(bucket: &dyn ObjectStore, under: &Path) -> anyhow::Result<Vec<Path>> {

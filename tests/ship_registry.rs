@@ -5,83 +5,12 @@
 
 mod support;
 
-use std::io::Read;
-use std::path::Path;
-use std::process::{Command, Output};
-
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use support::gridcast::shipped_model;
-use support::registry::{MANIFEST_ACCEPT, Registry, fetch, get_ok};
+use support::image::{blob, layer_digests as digests, manifest, ship, shipped, tiny_elf, unpack};
+use support::registry::{Registry, fetch, get_ok};
 
 const GRIDCAST: &str = env!("CARGO_BIN_EXE_gridcast");
-
-/// Runs `gridcast ship ARGS` with `env` set and no registry credentials
-/// inherited from the environment or a Docker config.
-fn ship(args: &[&str], env: &[(&str, &str)], docker_config: &Path) -> Output {
-    let mut command = Command::new(GRIDCAST);
-    command
-        .arg("ship")
-        .args(args)
-        .env_remove("GRIDCAST_REGISTRY_USERNAME")
-        .env_remove("GRIDCAST_REGISTRY_PASSWORD")
-        .env("DOCKER_CONFIG", docker_config);
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command.output().expect("run gridcast ship")
-}
-
-/// The digest printed on stdout and the report line on stderr, asserting success.
-fn shipped(output: &Output) -> (String, String) {
-    let stdout = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "gridcast ship failed: {stderr}");
-    assert!(stdout.starts_with("sha256:") && stdout.len() == 71, "stdout is the digest alone: {stdout:?}");
-    (stdout, stderr)
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
-/// The manifest under `reference` (tag or digest), its body checked against
-/// the `Docker-Content-Digest` the registry sends, which is returned.
-fn manifest(addr: &str, repository: &str, reference: &str) -> (Value, String) {
-    let response = get_ok(addr, &format!("/v2/{repository}/manifests/{reference}"), &[("Accept", MANIFEST_ACCEPT)]);
-    let digest = response.header("Docker-Content-Digest").expect("Docker-Content-Digest header").to_owned();
-    assert_eq!(sha256(&response.body), digest, "the registry's digest is of the manifest bytes");
-    (serde_json::from_slice(&response.body).expect("manifest JSON"), digest)
-}
-
-fn blob(addr: &str, repository: &str, digest: &str) -> Vec<u8> {
-    let body = get_ok(addr, &format!("/v2/{repository}/blobs/{digest}"), &[]).body;
-    assert_eq!(sha256(&body), digest, "blob {digest} has that digest");
-    body
-}
-
-/// A gzipped layer's files: path -> contents (directories left out), and the
-/// digest of the uncompressed tar.
-fn unpack(layer: &[u8]) -> (Vec<(String, Vec<u8>)>, String) {
-    let mut tar = Vec::new();
-    flate2::read::GzDecoder::new(layer).read_to_end(&mut tar).expect("a gzip layer");
-    let mut files = Vec::new();
-    for entry in tar::Archive::new(tar.as_slice()).entries().expect("a tar layer") {
-        let mut entry = entry.expect("a tar entry");
-        if entry.header().entry_type().is_dir() {
-            continue;
-        }
-        let path = entry.path().expect("an entry path").to_string_lossy().into_owned();
-        let mut contents = Vec::new();
-        entry.read_to_end(&mut contents).expect("read a tar entry");
-        files.push((path, contents));
-    }
-    (files, sha256(&tar))
-}
-
-fn digests(manifest: &Value) -> Vec<String> {
-    manifest["layers"].as_array().expect("layers").iter().map(|l| l["digest"].as_str().unwrap().to_owned()).collect()
-}
 
 fn catalog(addr: &str) -> Vec<String> {
     let body: Value = serde_json::from_slice(&get_ok(addr, "/v2/_catalog", &[]).body).expect("catalog JSON");
@@ -226,16 +155,6 @@ fn a_corrupt_model_is_refused_and_nothing_is_pushed() {
     );
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     assert!(catalog(&addr).is_empty(), "no repository was created: {:?}", catalog(&addr));
-}
-
-/// A file the base image builder takes for a Linux x86-64 program: the
-/// credentials tests need a push, not a runnable binary.
-fn tiny_elf(dir: &Path) -> String {
-    let mut elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0\x3e\0".to_vec();
-    elf.resize(64, 0);
-    let path = dir.join("tiny-elf");
-    std::fs::write(&path, elf).unwrap();
-    path.to_str().unwrap().to_owned()
 }
 
 #[test]

@@ -1,9 +1,11 @@
 //! `gridcast ship base|model`: the command line over `push`. Prints the
 //! pushed manifest digest alone on stdout (so `digest=$(gridcast ship ...)`
 //! works) and one line on stderr saying what was uploaded and what reused.
+//! `ship model --engine` goes through a Docker engine (`engine`) instead.
 
 use clap::{Args, Subcommand};
 
+use crate::engine;
 use crate::push::{self, BaseImage, DEFAULT_PREDICT_CONFIG, ModelImage};
 
 #[derive(Debug, Args)]
@@ -58,8 +60,16 @@ pub struct ModelArgs {
     #[arg(long)]
     pub image: String,
     /// Allow plain HTTP to a registry that is not on this machine.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "engine")]
     pub insecure: bool,
+    /// Have a Docker engine pull the base, build the model image and push it, instead of pushing
+    /// daemonlessly (the engine's own insecure-registries setting then decides about plain HTTP).
+    #[arg(long)]
+    pub engine: bool,
+    /// The engine's socket, unix:///PATH [default: DOCKER_HOST, else
+    /// unix:///var/run/docker.sock].
+    #[arg(long, requires = "engine")]
+    pub docker_host: Option<String>,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -70,14 +80,14 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
 }
 
 pub async fn run(args: ShipArgs) -> anyhow::Result<()> {
-    let report = match args.command {
+    let (report, digest) = match args.command {
         ShipCommand::Base(args) => {
             let predict_config = match &args.predict_config {
                 Some(path) => std::fs::read_to_string(path)
                     .map_err(|e| anyhow::anyhow!("reading the predictor config {path}: {e}"))?,
                 None => DEFAULT_PREDICT_CONFIG.to_owned(),
             };
-            push::push_base(&BaseImage {
+            let report = push::push_base(&BaseImage {
                 binary: args.binary,
                 predict_config,
                 ca_certificates: args.ca_certificates,
@@ -85,19 +95,21 @@ pub async fn run(args: ShipArgs) -> anyhow::Result<()> {
                 labels: args.labels,
                 insecure: args.insecure,
             })
-            .await?
+            .await?;
+            (report.to_string(), report.digest)
         }
         ShipCommand::Model(args) => {
-            push::push_model(&ModelImage {
-                model: args.model,
-                base: args.base,
-                image: args.image,
-                insecure: args.insecure,
-            })
-            .await?
+            let model = ModelImage { model: args.model, base: args.base, image: args.image, insecure: args.insecure };
+            if args.engine {
+                let report = engine::push_model_with_engine(&model, args.docker_host.as_deref()).await?;
+                (report.to_string(), report.digest)
+            } else {
+                let report = push::push_model(&model).await?;
+                (report.to_string(), report.digest)
+            }
         }
     };
     eprintln!("gridcast ship: {report}");
-    println!("{}", report.digest);
+    println!("{digest}");
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `gridcast ship`: the predictor as a container image, and a model as that
-//! image's own top layer, pushed straight to a registry (no Docker engine).
+//! image's own top layer, pushed straight to a registry (no Docker engine),
+//! or, with `--engine`, built and pushed by a Docker engine.
 //!
 //! The flow, as `crane append` does it:
 //! - `ship base`: the `gridcast` binary and a predictor config -> one
@@ -11,26 +12,32 @@
 //!   again) plus the new one -> registry, tagged with the model version.
 //!
 //! `layer` and `image` are pure (bytes in, bytes out); `credentials` decides
-//! what to present to a registry; `registry` is the only code that does
-//! network I/O; `push` strings them together; `cli` is the command line.
+//! what to present to a registry; `registry` is the only code that talks to
+//! a registry, `engine` the only code that talks to a Docker engine; `push`
+//! strings the daemonless path together (and checks a model for both);
+//! `cli` is the command line.
 
 pub mod cli;
 pub mod credentials;
+pub mod engine;
 pub mod image;
 pub mod layer;
 pub mod push;
 pub mod registry;
 
+pub use engine::{EngineReport, push_model_with_engine};
 pub use push::{BaseImage, ModelImage, push_base, push_model};
 pub use registry::PushReport;
 
 /// Why a ship failed. Each says what failed, with which input, and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ShipError {
-    #[error("reading {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("refusing to ship {path}: {source}; nothing was pushed")]
-    BadModel { path: String, source: gridcast_core::model::ModelError },
+    // `reason`, not `source`: the message holds it already, and `{:#}`
+    // would print a source a second time.
+    #[error("reading {path}: {reason}")]
+    Read { path: String, reason: std::io::Error },
+    #[error("refusing to ship {path}: {reason}; nothing was pushed")]
+    BadModel { path: String, reason: gridcast_core::model::ModelError },
     #[error("{reference:?} is not an image reference like REGISTRY/REPOSITORY[:TAG]: {reason}")]
     BadReference { reference: String, reason: String },
     #[error(transparent)]
@@ -49,4 +56,14 @@ pub enum ShipError {
     Unreachable { registry: String, what: String, cause: String },
     #[error("{what}: {cause}")]
     Registry { what: String, cause: String },
+    #[error(
+        "{what}: cannot reach the Docker engine at {host} ({origin}): {cause}; is dockerd running? Point DOCKER_HOST or --docker-host at its socket"
+    )]
+    EngineUnreachable { host: String, origin: String, what: String, cause: String },
+    #[error(
+        "{host} ({origin}) is not an engine address gridcast can use: it speaks to engines on unix:///PATH sockets only"
+    )]
+    EngineAddress { host: String, origin: String },
+    #[error("{what}: the Docker engine at {host} failed: {cause}")]
+    Engine { host: String, what: String, cause: String },
 }

@@ -73,11 +73,38 @@ pub async fn push_base(base: &BaseImage) -> Result<PushReport, ShipError> {
     Ok(report)
 }
 
-/// Puts the model on top of the base image as one layer and pushes the
-/// result; the base's layers are reused, not sent again.
-pub async fn push_model(ship: &ModelImage) -> Result<PushReport, ShipError> {
+/// A model checked and named, ready to ship by either path (daemonless here,
+/// through an engine in `engine`): nothing has been sent anywhere yet.
+#[derive(Debug, Clone)]
+pub struct PreparedModel {
+    /// The model file's bytes, exactly as they go into the image.
+    pub bytes: Vec<u8>,
+    /// The model version: the first 12 hex digits of `sha256`.
+    pub version: String,
+    /// The payload's sha256, hex.
+    pub sha256: String,
+    /// The base image.
+    pub base: Reference,
+    /// What to push: the given tag, else the model version.
+    pub target: Reference,
+}
+
+impl PreparedModel {
+    /// The labels a model image carries (version and full sha256).
+    pub fn labels(&self) -> [(String, String); 2] {
+        [
+            (image::LABEL_MODEL_VERSION.to_owned(), self.version.clone()),
+            (image::LABEL_MODEL_SHA256.to_owned(), self.sha256.clone()),
+        ]
+    }
+}
+
+/// Reads and validates the model and parses both references: the checks
+/// both paths make before the first request, so a corrupt model or a bad
+/// reference ships nothing.
+pub fn prepare_model(ship: &ModelImage) -> Result<PreparedModel, ShipError> {
     let bytes = read(&ship.model)?;
-    let model = Model::from_bytes(&bytes).map_err(|source| ShipError::BadModel { path: ship.model.clone(), source })?;
+    let model = Model::from_bytes(&bytes).map_err(|reason| ShipError::BadModel { path: ship.model.clone(), reason })?;
     let sha256 = model.payload_sha256();
     let version = sha256[..12].to_owned();
     let base = parse_reference(&ship.base)?;
@@ -92,22 +119,34 @@ pub async fn push_model(ship: &ModelImage) -> Result<PushReport, ShipError> {
             reason: "a push needs a tag, not a digest".into(),
         });
     }
-    let layer = build_layer(&[LayerFile::new(MODEL_PATH, 0o644, bytes)])?;
+    Ok(PreparedModel { bytes, version, sha256, base, target })
+}
 
-    let registry = Registry::connect(&[&base, &target], ship.insecure).await?;
-    let (base_manifest, base_config) = registry.pull_manifest_and_config(&base).await?;
+/// Puts the model on top of the base image as one layer and pushes the
+/// result; the base's layers are reused, not sent again.
+pub async fn push_model(ship: &ModelImage) -> Result<PushReport, ShipError> {
+    push_prepared(&prepare_model(ship)?, ship.insecure).await
+}
+
+/// [`push_model`] after the checks: pushes `prepared` as it is (tests use it
+/// to ship a model `prepare_model` would refuse).
+pub async fn push_prepared(prepared: &PreparedModel, insecure: bool) -> Result<PushReport, ShipError> {
+    let labels = prepared.labels();
+    let PreparedModel { bytes, version, base, target, .. } = prepared;
+    let layer = build_layer(&[LayerFile::new(MODEL_PATH, 0o644, bytes.clone())])?;
+
+    let registry = Registry::connect(&[base, target], insecure).await?;
+    let (base_manifest, base_config) = registry.pull_manifest_and_config(base).await?;
     let created_by = format!("gridcast ship model: {MODEL_PATH} (model version {version})");
-    let labels =
-        [(image::LABEL_MODEL_VERSION.to_owned(), version.clone()), (image::LABEL_MODEL_SHA256.to_owned(), sha256)];
     let config = image::append_layer(&base_config, &layer, &created_by, &labels)?;
 
     let manifest_type = base_manifest.media_type.clone().unwrap_or_else(|| image::OCI_MANIFEST.to_owned());
     let layer_type = image::layer_media_type(Some(&manifest_type));
     let mut layers: Vec<serde_json::Value> = Vec::new();
-    let mut report = report(&target, String::new());
+    let mut report = report(target, String::new());
     for base_layer in &base_manifest.layers {
         let size = u64::try_from(base_layer.size).unwrap_or(0);
-        report.count(registry.carry_blob(&base, &target, base_layer).await?, size);
+        report.count(registry.carry_blob(base, target, base_layer).await?, size);
         layers.push(serde_json::to_value(base_layer).expect("a descriptor serializes"));
     }
     layers.push(image::descriptor(layer_type, &layer.blob));
@@ -116,9 +155,9 @@ pub async fn push_model(ship: &ModelImage) -> Result<PushReport, ShipError> {
     report.digest = digest;
 
     let size = layer.blob.len() as u64;
-    report.count(registry.put_blob(&target, layer.blob).await?, size);
-    report.config_uploaded = registry.put_blob(&target, config).await? == Sent::Uploaded;
-    registry.put_manifest(&target, manifest).await?;
+    report.count(registry.put_blob(target, layer.blob).await?, size);
+    report.config_uploaded = registry.put_blob(target, config).await? == Sent::Uploaded;
+    registry.put_manifest(target, manifest).await?;
     Ok(report)
 }
 
@@ -127,7 +166,7 @@ fn report(target: &Reference, digest: String) -> PushReport {
 }
 
 fn read(path: &str) -> Result<Vec<u8>, ShipError> {
-    std::fs::read(path).map_err(|source| ShipError::Read { path: path.to_owned(), source })
+    std::fs::read(path).map_err(|reason| ShipError::Read { path: path.to_owned(), reason })
 }
 
 fn parse_reference(reference: &str) -> Result<Reference, ShipError> {

@@ -126,6 +126,27 @@ impl Registry {
         Ok((manifest, config.into_bytes()))
     }
 
+    /// The digest `reference`'s tag points to now, by a HEAD on its manifest
+    /// (nothing pulled). A vanished tag is an error like any other.
+    pub async fn manifest_digest(&self, reference: &Reference) -> Result<String, ShipError> {
+        self.client
+            .fetch_manifest_digest(reference, &oci_client::secrets::RegistryAuth::Anonymous)
+            .await
+            .map_err(|e| self.error(reference, format!("reading the digest of {reference}"), e))
+    }
+
+    /// The `os/architecture` an image (by digest or tag) is built for, from
+    /// its config (for an index: the entry for this machine's platform).
+    pub async fn platform(&self, reference: &Reference) -> Result<String, ShipError> {
+        let (_, config) = self.pull_manifest_and_config(reference).await?;
+        let config: Value = serde_json::from_slice(&config).map_err(|e| ShipError::Registry {
+            what: format!("reading the config of {reference}"),
+            cause: format!("not JSON: {e}"),
+        })?;
+        let field = |k: &str| config.get(k).and_then(Value::as_str).unwrap_or("?").to_owned();
+        Ok(format!("{}/{}", field("os"), field("architecture")))
+    }
+
     /// Sends `data` to `target`'s repository unless it has the blob already.
     pub async fn put_blob(&self, target: &Reference, data: Vec<u8>) -> Result<Sent, ShipError> {
         let digest = sha256_digest(&data);
@@ -223,7 +244,7 @@ impl Registry {
 
 /// An error and its sources joined by ": " (reqwest hides the cause, e.g.
 /// "connection refused", in `source()`).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

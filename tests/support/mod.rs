@@ -20,8 +20,10 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod blob;
+pub mod dockerd;
 pub mod gridcast;
 pub mod http;
+pub mod image;
 pub mod meter;
 mod process;
 pub mod registry;

@@ -42,6 +42,8 @@ enum Command {
     Retrain(gridcast_trainer::retrain::RetrainArgs),
     /// Build and push the predictor image, or a model as its top layer, straight to a registry.
     Ship(gridcast_ship::cli::ShipArgs),
+    /// On an edge device: run the predictor image a registry tag points to, soak new ones, roll back bad ones.
+    Agent(gridcast_agent::cli::AgentArgs),
 }
 
 /// Errors end the process with one line on stderr (the cause chain joined
@@ -83,6 +85,7 @@ fn run() -> anyhow::Result<()> {
                 status => std::process::exit(status),
             },
             Command::Ship(args) => gridcast_ship::cli::run(args).await,
+            Command::Agent(args) => gridcast_agent::cli::run(args, shutdown_signal()).await,
         }
     })
 }

@@ -32,6 +32,10 @@ pub struct Pending {
     pub predicted: f64,
     pub features: Vec<Option<f32>>,
     pub model_version: String,
+    /// The persistence forecast made at the same time (the total of the
+    /// features interval): what the model's error is compared with.
+    #[serde(default)]
+    pub persistence: Option<f64>,
 }
 
 /// What a sensor must remember across restarts.
@@ -140,6 +144,7 @@ impl Forecaster {
                 predicted,
                 features: row.into_iter().map(to_opt).collect(),
                 model_version: model.version.clone(),
+                persistence: Some(iv.total() as f64).filter(|v| v.is_finite()),
             });
             step.predicted = true;
         }

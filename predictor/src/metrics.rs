@@ -23,6 +23,21 @@ pub struct Metrics {
     pub model_rejects: AtomicU64,
     pub running: AtomicBool,
     pub model_version: Mutex<String>,
+    /// Error sums over judged predictions, W.
+    pub errors: Mutex<ErrorSums>,
+}
+
+/// Running sums from which a scraper computes the error over any window:
+/// (Δ absolute error) / (Δ absolute actual) is the weighted absolute
+/// percentage error (WAPE) of the predictions judged in between, and
+/// (Δ absolute error) / (Δ persistence error) their error relative to the
+/// persistence forecast (below 1: better than "same as last interval"),
+/// which the agent's soak window compares across models.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct ErrorSums {
+    pub absolute_error_w: f64,
+    pub absolute_actual_w: f64,
+    pub persistence_error_w: f64,
 }
 
 impl Metrics {
@@ -40,6 +55,17 @@ impl Metrics {
 
     pub fn set_model_version(&self, v: &str) {
         *self.model_version.lock().expect("metrics lock") = v.to_string();
+    }
+
+    pub fn add_errors(&self, add: ErrorSums) {
+        let mut sums = self.errors.lock().expect("metrics lock");
+        sums.absolute_error_w += add.absolute_error_w;
+        sums.absolute_actual_w += add.absolute_actual_w;
+        sums.persistence_error_w += add.persistence_error_w;
+    }
+
+    pub fn errors(&self) -> ErrorSums {
+        *self.errors.lock().expect("metrics lock")
     }
 
     pub fn model_version(&self) -> String {
@@ -82,6 +108,17 @@ impl Metrics {
         );
         counter("model_reloads_total", "Models swapped in while running.", "counter", Self::get(&self.model_reloads));
         counter("model_rejects_total", "New models refused by validation.", "counter", Self::get(&self.model_rejects));
+        let errors = self.errors();
+        let _ = writeln!(
+            s,
+            "# HELP gridcast_absolute_error_watts_sum Sum of |predicted - actual| over judged predictions, W.\n\
+             # TYPE gridcast_absolute_error_watts_sum counter\ngridcast_absolute_error_watts_sum {}\n\
+             # HELP gridcast_absolute_actual_watts_sum Sum of |actual| over the same predictions, W.\n\
+             # TYPE gridcast_absolute_actual_watts_sum counter\ngridcast_absolute_actual_watts_sum {}\n\
+             # HELP gridcast_persistence_error_watts_sum Sum of |persistence forecast - actual| over the same predictions, W.\n\
+             # TYPE gridcast_persistence_error_watts_sum counter\ngridcast_persistence_error_watts_sum {}",
+            errors.absolute_error_w, errors.absolute_actual_w, errors.persistence_error_w
+        );
         let _ = writeln!(
             s,
             "# HELP gridcast_model_info The model serving now.\n# TYPE gridcast_model_info gauge\ngridcast_model_info{{version=\"{}\"}} 1",
@@ -113,6 +150,7 @@ mod tests {
     fn metrics_render_in_prometheus_format_and_health_needs_a_model() {
         let m = Metrics::default();
         Metrics::add(&m.mispredictions, 3);
+        m.add_errors(ErrorSums { absolute_error_w: 12.5, absolute_actual_w: 250.0, persistence_error_w: 20.0 });
         assert!(!m.health().0);
         m.running.store(true, Ordering::Relaxed);
         m.set_model_version("abc");
@@ -121,5 +159,8 @@ mod tests {
         assert!(text.contains("gridcast_mispredictions_total 3\n"), "{text}");
         assert!(text.contains("gridcast_model_info{version=\"abc\"} 1"), "{text}");
         assert!(text.contains("# TYPE gridcast_triplet_spool_depth gauge"));
+        assert!(text.contains("gridcast_absolute_error_watts_sum 12.5\n"), "{text}");
+        assert!(text.contains("gridcast_absolute_actual_watts_sum 250\n"), "{text}");
+        assert!(text.contains("gridcast_persistence_error_watts_sum 20\n"), "{text}");
     }
 }

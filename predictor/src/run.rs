@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::PredictConfig;
 use crate::forecast::{Forecaster, Judged, SensorState};
 use crate::judge::Judge;
-use crate::metrics::Metrics;
+use crate::metrics::{ErrorSums, Metrics};
 use crate::model_source::{LoadedModel, ModelSource, ModelWatcher};
 use crate::spool::{TripletQueue, TripletWrites};
 use crate::uploader::Uploader;
@@ -178,6 +178,14 @@ struct ForecastWrites {
     predictions: u64,
     judged: u64,
     dropped: u64,
+    /// Sums over the judged predictions that have a persistence forecast
+    /// and finite values: |predicted - actual|, |actual| and |persistence -
+    /// actual|, in W (the agent's soak window compares models by the first
+    /// over the last).
+    absolute_error_w: f64,
+    absolute_actual_w: f64,
+    /// The same sum for the persistence forecasts made with them.
+    persistence_error_w: f64,
 }
 
 impl gridcast_edge::spool::TableWrites for ForecastWrites {
@@ -229,6 +237,7 @@ impl Consumer for Forecasting {
     fn on_closed(&mut self, mut closed: Vec<ClosedWindow>) -> Output<ForecastWrites> {
         closed.sort_by(|a, b| (&a.key, a.start_ms).cmp(&(&b.key, b.start_ms)));
         let (mut predictions, mut judged, mut dropped) = (0, 0, 0);
+        let (mut absolute_error_w, mut absolute_actual_w, mut persistence_error_w) = (0.0, 0.0, 0.0);
         let mut triplets = Vec::new();
         let mut changed: Vec<String> = Vec::new();
         let mut builder = LineProtocolBuilder::new_with(Vec::new());
@@ -256,6 +265,15 @@ impl Consumer for Forecasting {
             dropped += step.dropped;
             for j in &step.judged {
                 judged += 1;
+                let error = (j.pending.predicted - j.actual).abs();
+                if let Some(persistence) = j.pending.persistence
+                    && error.is_finite()
+                    && j.actual.is_finite()
+                {
+                    absolute_error_w += error;
+                    absolute_actual_w += j.actual.abs();
+                    persistence_error_w += (persistence - j.actual).abs();
+                }
                 builder = prediction_line(builder, &self.measurement, sensor, j);
                 if j.verdict.mispredicted {
                     triplets.push(Forecaster::triplet(sensor, j, model, self.width_ms, self.judge.rule().name()));
@@ -273,7 +291,18 @@ impl Consumer for Forecasting {
             })
             .collect();
         let triplets = self.triplets.writes(triplets, states);
-        Output { lines: builder.build(), writes: ForecastWrites { triplets, predictions, judged, dropped } }
+        Output {
+            lines: builder.build(),
+            writes: ForecastWrites {
+                triplets,
+                predictions,
+                judged,
+                dropped,
+                absolute_error_w,
+                absolute_actual_w,
+                persistence_error_w,
+            },
+        }
     }
 
     /// A new model, between two batches; rebuild feature states if needed.
@@ -301,6 +330,11 @@ impl Consumer for Forecasting {
         Metrics::add(&self.metrics.predictions, writes.predictions);
         Metrics::add(&self.metrics.judged, writes.judged);
         Metrics::add(&self.metrics.unjudged, writes.dropped);
+        self.metrics.add_errors(ErrorSums {
+            absolute_error_w: writes.absolute_error_w,
+            absolute_actual_w: writes.absolute_actual_w,
+            persistence_error_w: writes.persistence_error_w,
+        });
         self.metrics.triplet_spool_depth.store(self.triplets.depth(), Ordering::Relaxed);
         if spooled > 0 {
             self.wake.notify_one();

@@ -73,6 +73,16 @@ impl Registry {
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.process.port())
     }
+
+    /// SIGTERM, and wait until it is gone (a registry outage).
+    pub fn stop(&mut self) {
+        self.process.stop();
+    }
+
+    /// Start it again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.process.restart();
+    }
 }
 
 /// `GET /v2/` answers 200 (open) or 401 (auth required) once it serves.

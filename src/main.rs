@@ -38,7 +38,7 @@ enum Command {
     /// Import an XGBoost JSON model with a declared feature mapping, so `predict` can serve it.
     ImportXgboost(gridcast_trainer::cli::ImportXgboostArgs),
     /// Train a challenger on the history, gate it against the champion, publish it if it wins
-    /// (exit 0 shipped, 3 kept the champion, 1 error).
+    /// (exit 0 shipped, 3 kept the champion, 4 published but the image push failed, 1 error).
     Retrain(gridcast_trainer::retrain::RetrainArgs),
     /// Build and push the predictor image, or a model as its top layer, straight to a registry.
     Ship(gridcast_ship::cli::ShipArgs),

@@ -2,8 +2,12 @@
 //! and what it prints. No servers: the history is the shipped sample CSV,
 //! the store a temp folder.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
+
+use support::gridcast::weak_champion;
 
 fn retrain(config: &str, dir: &Path) -> std::process::Output {
     let path = dir.join("retrain.toml");
@@ -38,23 +42,6 @@ fn a_bad_config_is_one_line_naming_the_key_and_exit_1() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("margins") && stderr.starts_with("gridcast: "), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
-}
-
-/// A champion barely better than persistence (one small tree), at `path`.
-fn weak_champion(path: &Path) -> Vec<u8> {
-    use gridcast_core::features::{FeatureSpec, FeatureTable};
-    use gridcast_trainer::{data, gbdt::TrainParams, pipeline};
-    let csv = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/uci_household_2007-01_14d.csv");
-    let series = data::load_intervals(&csv, 60).unwrap();
-    let spec = FeatureSpec::default();
-    let table = FeatureTable::build(&spec, &series[..5000]).unwrap();
-    let params =
-        TrainParams { n_trees: 1, learning_rate: 0.01, early_stopping_rounds: 0, threads: 1, ..Default::default() };
-    let (model, _) = pipeline::fit(&spec, &table, &table.labelled_rows(), &params, &mut |_, _| {}).unwrap();
-    let bytes = model.to_bytes();
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, &bytes).unwrap();
-    bytes
 }
 
 /// `gridcast retrain` under strace, with `syscalls` held for a minute

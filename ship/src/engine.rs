@@ -100,14 +100,22 @@ impl EngineHost {
 /// `DOCKER_HOST`, else the local socket) pull the base, build the model
 /// image on it, and push that.
 pub async fn push_model_with_engine(ship: &ModelImage, docker_host: Option<&str>) -> Result<EngineReport, ShipError> {
-    let prepared = prepare_model(ship)?;
-    let context = build_context(&prepared)?;
+    push_prepared_with_engine(&prepare_model(ship)?, docker_host).await
+}
+
+/// [`push_model_with_engine`] after the checks (`gridcast retrain` prepares
+/// the bytes it published).
+pub async fn push_prepared_with_engine(
+    prepared: &PreparedModel,
+    docker_host: Option<&str>,
+) -> Result<EngineReport, ShipError> {
+    let context = build_context(prepared)?;
     let base_auth = RegistryCredentials::resolve(&prepared.base)?;
     let target_auth = RegistryCredentials::resolve(&prepared.target)?;
     let engine = Engine::connect(EngineHost::resolve(docker_host, |k| std::env::var(k).ok())).await?;
 
     engine.pull(&prepared.base, &base_auth).await?;
-    engine.build(&prepared, context).await?;
+    engine.build(prepared, context).await?;
     let pushed = engine.push(&prepared.target, &target_auth).await?;
     let digest = match pushed.digest {
         Some(digest) => digest,

@@ -103,7 +103,12 @@ impl PreparedModel {
 /// both paths make before the first request, so a corrupt model or a bad
 /// reference ships nothing.
 pub fn prepare_model(ship: &ModelImage) -> Result<PreparedModel, ShipError> {
-    let bytes = read(&ship.model)?;
+    prepare_model_bytes(ship, read(&ship.model)?)
+}
+
+/// [`prepare_model`] for a model already in memory (`gridcast retrain`
+/// ships the bytes it published); `ship.model` only names it in messages.
+pub fn prepare_model_bytes(ship: &ModelImage, bytes: Vec<u8>) -> Result<PreparedModel, ShipError> {
     let model = Model::from_bytes(&bytes).map_err(|reason| ShipError::BadModel { path: ship.model.clone(), reason })?;
     let sha256 = model.payload_sha256();
     let version = sha256[..12].to_owned();
@@ -169,7 +174,8 @@ fn read(path: &str) -> Result<Vec<u8>, ShipError> {
     std::fs::read(path).map_err(|reason| ShipError::Read { path: path.to_owned(), reason })
 }
 
-fn parse_reference(reference: &str) -> Result<Reference, ShipError> {
+/// An image reference, or an error naming it.
+pub fn parse_reference(reference: &str) -> Result<Reference, ShipError> {
     reference
         .parse::<Reference>()
         .map_err(|e| ShipError::BadReference { reference: reference.to_owned(), reason: e.to_string() })

@@ -114,6 +114,24 @@ pub fn shipped_model() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/default.gcm")
 }
 
+/// A champion barely better than persistence (one small tree, trained on
+/// the shipped sample), written to `path`: a retrain on that sample beats
+/// it and ships. Returns its bytes.
+pub fn weak_champion(path: &Path) -> Vec<u8> {
+    use gridcast_core::features::{FeatureSpec, FeatureTable};
+    use gridcast_trainer::{data, gbdt::TrainParams, pipeline};
+    let series = data::load_intervals(&super::meter::sample_csv(), 60).unwrap();
+    let spec = FeatureSpec::default();
+    let table = FeatureTable::build(&spec, &series[..5000]).unwrap();
+    let params =
+        TrainParams { n_trees: 1, learning_rate: 0.01, early_stopping_rounds: 0, threads: 1, ..Default::default() };
+    let (model, _) = pipeline::fit(&spec, &table, &table.labelled_rows(), &params, &mut |_, _| {}).unwrap();
+    let bytes = model.to_bytes();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, &bytes).unwrap();
+    bytes
+}
+
 /// A model file's version: the sha256 of its payload, from its header line.
 pub fn model_version(bytes: &[u8]) -> String {
     let header = &bytes[..bytes.iter().position(|&b| b == b'\n').expect("a model header line")];

@@ -31,6 +31,32 @@ pub struct RetrainConfig {
     pub triplets: TripletsConfig,
     /// The watcher's memory (`--every`, `--when-mispredictions`).
     pub trigger: TriggerConfig,
+    /// A published model pushed as a predictor image too (unset: not pushed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ship: Option<ShipConfig>,
+}
+
+/// `[ship]`: after a publish, the model as one layer on the predictor base
+/// image, pushed as `gridcast ship model` pushes it (same credentials:
+/// `GRIDCAST_REGISTRY_USERNAME`/`PASSWORD`, else Docker's config.json).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ShipConfig {
+    /// The predictor base image, `REGISTRY/REPOSITORY:TAG` (`ship base` pushed it).
+    pub base: String,
+    /// `REGISTRY/REPOSITORY[:TAG]` to push, e.g. `...:stable`, the tag the
+    /// edge agent follows; without a tag, the model version.
+    pub image: String,
+    /// Plain HTTP to a registry that is not on this machine (not with `engine`).
+    #[serde(default)]
+    pub insecure: bool,
+    /// Through a Docker engine instead of daemonless.
+    #[serde(default)]
+    pub engine: bool,
+    /// The engine's socket, `unix:///PATH` (default: DOCKER_HOST, else
+    /// `/var/run/docker.sock`); only with `engine`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_host: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -317,6 +343,20 @@ impl ServiceConfig for RetrainConfig {
         if self.publish.site.contains('/') || self.publish.prefix.contains("..") {
             anyhow::bail!("invalid [publish] section: site must not contain '/', prefix not '..'");
         }
+        if let Some(ship) = &self.ship {
+            for reference in [&ship.base, &ship.image] {
+                gridcast_ship::push::parse_reference(reference)
+                    .map_err(|e| anyhow::anyhow!("invalid [ship] section: {e}"))?;
+            }
+            if ship.engine && ship.insecure {
+                anyhow::bail!(
+                    "invalid [ship] section: insecure does not apply with engine (the engine's own insecure-registries does)"
+                );
+            }
+            if !ship.engine && ship.docker_host.is_some() {
+                anyhow::bail!("invalid [ship] section: docker_host is only used with engine = true");
+            }
+        }
         Ok(())
     }
 }
@@ -324,6 +364,8 @@ impl ServiceConfig for RetrainConfig {
 #[cfg(test)]
 #[allow(clippy::result_large_err)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
@@ -337,12 +379,48 @@ mod tests {
     }
 
     #[test]
+    fn the_example_ship_section_loads_when_uncommented() {
+        let example = include_str!("../../../deploy/gridcast/retrain.toml");
+        let (head, ship) = example.split_once("# [ship]").expect("a [ship] example");
+        let ship: String = ship.lines().map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l))).collect();
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("retrain.toml", &format!("{head}[ship]{ship}"))?;
+            let config: RetrainConfig = gridcast_edge::config::load(Some(Path::new("retrain.toml"))).unwrap();
+            let ship = config.ship.expect("[ship] loaded");
+            assert_eq!(ship.image, "registry.local:5000/gridcast/predictor:stable");
+            assert!(!ship.engine && ship.docker_host.is_none());
+            Ok(())
+        });
+    }
+
+    #[test]
     fn a_history_needs_one_source_and_lines_need_a_sensor() {
         let mut c = RetrainConfig::default();
         assert!(c.validate().unwrap_err().to_string().contains("csv"));
         c.history.lines_dir = Some("x".into());
         assert!(c.validate().unwrap_err().to_string().contains("sensor"));
         c.history.sensor = Some("s".into());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn a_ship_section_needs_image_references_and_engine_keys_only_with_engine() {
+        let mut c = RetrainConfig::default();
+        c.history.csv = Some("x.csv".into());
+        let ship = ShipConfig {
+            base: "127.0.0.1:5000/gridcast/predictor:base".into(),
+            image: "127.0.0.1:5000/gridcast/predictor:stable".into(),
+            insecure: false,
+            engine: false,
+            docker_host: None,
+        };
+        c.ship = Some(ShipConfig { image: "Not An Image".into(), ..ship.clone() });
+        assert!(c.validate().unwrap_err().to_string().contains("\"Not An Image\" is not an image reference"));
+        c.ship = Some(ShipConfig { docker_host: Some("unix:///d.sock".into()), ..ship.clone() });
+        assert!(c.validate().unwrap_err().to_string().contains("docker_host"));
+        c.ship = Some(ShipConfig { engine: true, insecure: true, ..ship.clone() });
+        assert!(c.validate().unwrap_err().to_string().contains("insecure"));
+        c.ship = Some(ShipConfig { engine: true, docker_host: Some("unix:///d.sock".into()), ..ship });
         c.validate().unwrap();
     }
 }

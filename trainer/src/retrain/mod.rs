@@ -13,9 +13,12 @@
 //! 4. **Publish** ([`publish`]): the shipped model, with its [`Lineage`], is
 //!    written under its version, never overwritten, and only then does
 //!    `current.gcm`, the key the edge polls, move to it (write, then rename).
+//! 5. **Ship** ([`ship`], with `[ship]`): the published bytes pushed as a
+//!    predictor image, to the tag the edge agent follows.
 //!
 //! Exit status (for cron and Kubernetes Jobs): 0 shipped, [`EXIT_NOT_BETTER`]
-//! kept the champion, 1 an error.
+//! kept the champion, [`EXIT_NOT_SHIPPED`] published but the image push
+//! failed, 1 an error.
 
 pub mod champion;
 pub mod config;
@@ -23,6 +26,7 @@ pub mod gate;
 pub mod history;
 pub mod influx;
 pub mod publish;
+pub mod ship;
 pub mod trigger;
 pub mod triplets;
 
@@ -38,6 +42,9 @@ use gate::{Scores, Verdict};
 
 /// Exit status of a retrain that kept the champion.
 pub const EXIT_NOT_BETTER: i32 = 3;
+/// Exit status of a retrain that published its model but failed to push it
+/// as an image (`[ship]`): the model stays published.
+pub const EXIT_NOT_SHIPPED: i32 = 4;
 
 /// `gridcast retrain --config retrain.toml`
 #[derive(Debug, Clone, clap::Args)]
@@ -69,6 +76,17 @@ pub struct Outcome {
     pub published: Option<publish::Published>,
     /// The mispredictions read, used and skipped.
     pub triplets: triplets::TripletTally,
+    /// With `[ship]`, after a publish: the image pushed, or why the push
+    /// failed (the model stays published).
+    pub shipped: Option<Result<ship::Shipped, String>>,
+}
+
+impl Outcome {
+    /// Why a published model was not shipped, when its push failed.
+    pub fn not_shipped(&self) -> Option<String> {
+        let (published, Some(Err(cause))) = (self.published.as_ref()?, &self.shipped) else { return None };
+        Some(format!("published {} but did not ship it: {cause}", published.current))
+    }
 }
 
 /// Run `gridcast retrain`; the exit status it should end with. With a
@@ -90,6 +108,11 @@ pub async fn run(args: RetrainArgs, shutdown: impl std::future::Future<Output = 
         return Ok(0);
     }
     let outcome = retrain_and_report(&config, "cli").await?;
+    if let Some(message) = outcome.not_shipped() {
+        // One line, as the binary prints an error, under its own status.
+        eprintln!("gridcast: {message}");
+        return Ok(EXIT_NOT_SHIPPED);
+    }
     Ok(if outcome.published.is_some() { 0 } else { EXIT_NOT_BETTER })
 }
 
@@ -101,10 +124,15 @@ pub async fn retrain_and_report(config: &RetrainConfig, trigger: &str) -> anyhow
     if let Some(p) = &outcome.published {
         println!("published {} and moved {} to it", p.versioned, p.current);
     }
+    match &outcome.shipped {
+        Some(Ok(shipped)) => println!("shipped {}@{}", shipped.image, shipped.digest),
+        Some(Err(_)) => println!("not shipped: the image push failed"),
+        None => {}
+    }
     Ok(outcome)
 }
 
-/// One retrain: history, holdout, challenger, gate, publish.
+/// One retrain: history, holdout, challenger, gate, publish, ship.
 pub async fn retrain(config: &RetrainConfig, trigger: &str) -> anyhow::Result<Outcome> {
     let champion = champion::load(&config.champion.model).await?;
     let champion_version = champion.payload_sha256();
@@ -177,6 +205,7 @@ pub async fn retrain(config: &RetrainConfig, trigger: &str) -> anyhow::Result<Ou
             verdict,
             published: None,
             triplets: tally,
+            shipped: None,
         });
     }
     challenger.meta.lineage = Some(Lineage {
@@ -189,12 +218,18 @@ pub async fn retrain(config: &RetrainConfig, trigger: &str) -> anyhow::Result<Ou
         triplets_used: tally.used,
     });
     let published = publish::publish(&config.publish, &challenger).await?;
+    let shipped = match &config.ship {
+        // The very bytes publish wrote (a model serializes the same each time).
+        Some(ship) => Some(ship::ship(ship, &published, challenger.to_bytes()).await.map_err(|e| e.to_string())),
+        None => None,
+    };
     Ok(Outcome {
         champion: champion_scores,
         challenger: challenger_scores,
         verdict,
         published: Some(published),
         triplets: tally,
+        shipped,
     })
 }
 

@@ -148,7 +148,10 @@ pub async fn watch(
             let counted = state.since_retrain;
             tracing::info!(trigger, since_retrain = counted, "retrain starts");
             match super::retrain_and_report(config, trigger).await {
-                Ok(_) => {
+                Ok(outcome) => {
+                    if let Some(message) = outcome.not_shipped() {
+                        tracing::error!(trigger, "{message}; the next model that ships is pushed");
+                    }
                     state.since_retrain -= counted.min(state.since_retrain);
                     state.last_retrain = chrono::Utc::now().timestamp();
                     state.save(&state_path)?;

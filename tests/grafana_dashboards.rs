@@ -68,6 +68,7 @@ async fn every_panel_query_returns_data_from_real_influxdb() {
         retention_policy: None,
         username: None,
         password: None,
+        password_file: None,
         http: HttpOptions::default(),
     }];
     let ingest = gridcast_ingest::Ingest::start(config).await.unwrap();

@@ -42,6 +42,7 @@ async fn every_minute_mean_in_influxdb_and_victoriametrics_equals_the_published_
             retention_policy: None,
             username: None,
             password: None,
+            password_file: None,
             http: HttpOptions::default(),
         },
         SinkConfig::InfluxdbV2 {
@@ -49,6 +50,7 @@ async fn every_minute_mean_in_influxdb_and_victoriametrics_equals_the_published_
             org: "gridcast".into(),
             bucket: "gridcast".into(),
             token: None,
+            token_file: None,
             http: HttpOptions::default(),
         },
     ];
@@ -170,6 +172,7 @@ async fn a_sink_with_a_missing_database_stops_ingest_at_start_up_naming_it() {
         retention_policy: None,
         username: None,
         password: None,
+        password_file: None,
         http: HttpOptions::default(),
     }];
     let error = match gridcast_ingest::Ingest::start(config).await {

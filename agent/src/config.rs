@@ -29,7 +29,7 @@ impl Default for AgentConfig {
             agent: AgentSection::default(),
             container: ContainerSection::default(),
             soak: SoakSection::default(),
-            http: HttpConfig::on("127.0.0.1:9465"),
+            http: HttpConfig::on("127.0.0.1:9466"),
             events: vec![],
         }
     }

@@ -6,8 +6,16 @@
 //! underscore between levels, e.g. `GRIDCAST_MQTT__HOST=10.0.0.2`). Only
 //! variables with a `__` count as overrides, so unrelated `GRIDCAST_*`
 //! variables are left alone. Unknown keys are errors that name the key.
+//!
+//! Secrets can come from files as well: `password_file` under `[mqtt]`, and
+//! `token_file` / `password_file` in an InfluxDB sink, name a file whose
+//! contents (trailing newline trimmed) are the secret. The file is read
+//! while the config is loaded, so a missing or unreadable one stops the
+//! service at start with the key and the path in the message. This is what
+//! systemd's `LoadCredential=` needs: `GRIDCAST_MQTT__PASSWORD_FILE=%d/mqtt-password`
+//! in the unit (`%d` is the credentials directory; TOML expands no variables).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -35,11 +43,35 @@ pub fn load<C: ServiceConfig>(path: Option<&Path>) -> anyhow::Result<C> {
     Ok(config)
 }
 
+/// Resolve a secret given either inline (`value`) or as a file (`file`):
+/// with a file, `value` becomes the file's contents, trailing newlines
+/// trimmed. Both set, an unreadable file or an empty one are errors naming
+/// `key` (e.g. `[mqtt] password`) and the path.
+pub fn resolve_secret(key: &str, value: &mut Option<String>, file: Option<&Path>) -> Result<(), String> {
+    let Some(path) = file else { return Ok(()) };
+    if value.is_some() {
+        return Err(format!("{key} and {key}_file are both set: keep one (the file is {})", path.display()));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{key}_file: cannot read the secret from {}: {e}", path.display()))?;
+    let secret = text.trim_end_matches(['\n', '\r']);
+    if secret.is_empty() {
+        return Err(format!("{key}_file: {} is empty", path.display()));
+    }
+    *value = Some(secret.to_string());
+    Ok(())
+}
+
 /// The MQTT source. The session is persistent (clean_session = false) and
 /// acknowledged by hand, so the broker keeps what the service has not
 /// durably spooled: both are fixed, not options.
+///
+/// (De)serialized through the derived code (`remote = "Self"`) wrapped by
+/// the impls below: deserializing reads `password_file`, serializing leaves
+/// out a password that came from it, so `--print-config` shows the path,
+/// not the secret, and its output loads again.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, remote = "Self")]
 pub struct MqttConfig {
     /// Broker host name or address.
     pub host: String,
@@ -53,8 +85,13 @@ pub struct MqttConfig {
     pub keep_alive_secs: u64,
     /// Optional user name.
     pub username: Option<String>,
-    /// Optional password (prefer the GRIDCAST_MQTT__PASSWORD variable).
+    /// Optional password (prefer the GRIDCAST_MQTT__PASSWORD variable, or
+    /// `password_file`).
     pub password: Option<String>,
+    /// A file holding the password (trailing newline trimmed), read at load
+    /// time; not together with `password`. With systemd's `LoadCredential=`:
+    /// `GRIDCAST_MQTT__PASSWORD_FILE=%d/mqtt-password` in the unit.
+    pub password_file: Option<PathBuf>,
     /// First reconnect delay after an error, in milliseconds; doubles up to `reconnect_max_ms`.
     pub reconnect_min_ms: u64,
     /// Largest reconnect delay, in milliseconds.
@@ -71,8 +108,28 @@ impl Default for MqttConfig {
             keep_alive_secs: 30,
             username: None,
             password: None,
+            password_file: None,
             reconnect_min_ms: 200,
             reconnect_max_ms: 30_000,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MqttConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut config = MqttConfig::deserialize(deserializer)?;
+        resolve_secret("[mqtt] password", &mut config.password, config.password_file.as_deref())
+            .map_err(serde::de::Error::custom)?;
+        Ok(config)
+    }
+}
+
+impl Serialize for MqttConfig {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.password_file.is_some() {
+            MqttConfig::serialize(&MqttConfig { password: None, ..self.clone() }, serializer)
+        } else {
+            MqttConfig::serialize(self, serializer)
         }
     }
 }
@@ -97,5 +154,146 @@ pub struct HttpConfig {
 impl HttpConfig {
     pub fn on(listen: &str) -> HttpConfig {
         HttpConfig { listen: listen.into() }
+    }
+}
+
+#[cfg(test)]
+// figment's Jail closures return figment::Error, which is large; fine in tests.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use crate::sinks::SinkConfig;
+
+    /// The secret-bearing sections of a service config.
+    #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields, default)]
+    struct Secrets {
+        mqtt: MqttConfig,
+        sinks: Vec<SinkConfig>,
+    }
+
+    impl ServiceConfig for Secrets {
+        fn validate(&self) -> anyhow::Result<()> {
+            self.mqtt.validate()
+        }
+    }
+
+    /// Load `toml` as a config file, with the given GRIDCAST_ variables set.
+    fn load_with(toml: &str, env: &[(&str, &str)]) -> anyhow::Result<Secrets> {
+        let mut result = None;
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", toml)?;
+            for (key, value) in env {
+                jail.set_env(key, value);
+            }
+            result = Some(load::<Secrets>(Some(Path::new("c.toml"))));
+            Ok(())
+        });
+        result.unwrap()
+    }
+
+    fn secret_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    #[test]
+    fn mqtt_password_file_is_read_at_load_with_the_trailing_newline_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = secret_file(dir.path(), "mqtt-password", "s3cret pass\n");
+        let config = load_with(&format!("[mqtt]\nusername = \"u\"\npassword_file = {:?}\n", path), &[]).unwrap();
+        assert_eq!(config.mqtt.password.as_deref(), Some("s3cret pass"));
+        assert_eq!(config.mqtt.password_file.as_deref(), Some(path.as_path()));
+        // CRLF too, and only the end: inner whitespace is the secret's.
+        let path = secret_file(dir.path(), "crlf", " a b \r\n");
+        let config = load_with(&format!("[mqtt]\npassword_file = {:?}\n", path), &[]).unwrap();
+        assert_eq!(config.mqtt.password.as_deref(), Some(" a b "));
+    }
+
+    #[test]
+    fn mqtt_password_file_comes_from_the_environment_as_systemd_credentials_need() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = secret_file(dir.path(), "mqtt-password", "from-credential\n");
+        let config = load_with("", &[("GRIDCAST_MQTT__PASSWORD_FILE", path.to_str().unwrap())]).unwrap();
+        assert_eq!(config.mqtt.password.as_deref(), Some("from-credential"));
+    }
+
+    #[test]
+    fn a_secret_read_from_a_file_is_not_printed_and_the_printed_config_loads_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mqtt = secret_file(dir.path(), "mqtt-password", "mqtt-secret\n");
+        let token = secret_file(dir.path(), "influxdb-token", "token-secret\n");
+        let influx = secret_file(dir.path(), "influxdb-password", "v1-secret");
+        let text = format!(
+            "[mqtt]\npassword_file = {mqtt:?}\n\n[[sinks]]\nkind = \"influxdb_v2\"\nurl = \"http://h:8428\"\norg = \"o\"\n\
+             bucket = \"b\"\ntoken_file = {token:?}\n\n[[sinks]]\nkind = \"influxdb_v1\"\nurl = \"http://h:8086\"\n\
+             database = \"d\"\nusername = \"u\"\npassword_file = {influx:?}\n"
+        );
+        let config = load_with(&text, &[]).unwrap();
+        match &config.sinks[..] {
+            [SinkConfig::InfluxdbV2 { token, .. }, SinkConfig::InfluxdbV1 { password, .. }] => {
+                assert_eq!(token.as_deref(), Some("token-secret"));
+                assert_eq!(password.as_deref(), Some("v1-secret"));
+            }
+            other => panic!("unexpected sinks {other:?}"),
+        }
+        // What --print-config shows (it prints this serialization as TOML).
+        let printed = serde_json::to_string(&config).unwrap();
+        for secret in ["mqtt-secret", "token-secret", "v1-secret"] {
+            assert!(!printed.contains(secret), "{secret} printed: {printed}");
+        }
+        assert!(printed.contains("token_file") && printed.contains("password_file"), "{printed}");
+        // ... and it loads again, reading the files again.
+        let again: Secrets = Figment::from(Serialized::defaults(&config)).extract().unwrap();
+        assert_eq!(again, config);
+        // An inline secret is still printed, as before.
+        let inline = load_with("[mqtt]\npassword = \"inline\"\n", &[]).unwrap();
+        assert!(serde_json::to_string(&inline).unwrap().contains("inline"));
+    }
+
+    #[test]
+    fn an_unreadable_secret_file_is_an_error_naming_the_key_and_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-credential");
+        let err = load_with(&format!("[mqtt]\npassword_file = {missing:?}\n"), &[]).unwrap_err().to_string();
+        assert!(err.contains("[mqtt] password_file") && err.contains(missing.to_str().unwrap()), "{err}");
+        assert!(err.contains("No such file"), "{err}");
+
+        let text = format!(
+            "[[sinks]]\nkind = \"influxdb_v2\"\nurl = \"http://h:8428\"\norg = \"o\"\nbucket = \"b\"\ntoken_file = {missing:?}\n"
+        );
+        let err = load_with(&text, &[]).unwrap_err().to_string();
+        assert!(err.contains("token_file") && err.contains("http://h:8428"), "{err}");
+        assert!(err.contains(missing.to_str().unwrap()), "{err}");
+
+        // A folder is not a secret either, and an empty file is a mistake.
+        let err = load_with(&format!("[mqtt]\npassword_file = {:?}\n", dir.path()), &[]).unwrap_err().to_string();
+        assert!(err.contains("password_file") && err.contains(dir.path().to_str().unwrap()), "{err}");
+        let empty = secret_file(dir.path(), "empty", "\n");
+        let err = load_with(&format!("[mqtt]\npassword_file = {empty:?}\n"), &[]).unwrap_err().to_string();
+        assert!(err.contains("password_file") && err.contains("is empty"), "{err}");
+    }
+
+    #[test]
+    fn a_secret_and_its_file_together_are_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = secret_file(dir.path(), "p", "x\n");
+        // From the file and the environment alike.
+        let err = load_with(&format!("[mqtt]\npassword = \"inline\"\npassword_file = {path:?}\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("password and [mqtt] password_file are both set"), "{err}");
+        let err =
+            load_with("[mqtt]\npassword = \"inline\"\n", &[("GRIDCAST_MQTT__PASSWORD_FILE", path.to_str().unwrap())])
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("both set"), "{err}");
+        let text = format!(
+            "[[sinks]]\nkind = \"influxdb_v1\"\nurl = \"http://h:8086\"\ndatabase = \"d\"\npassword = \"p\"\n\
+             password_file = {path:?}\n"
+        );
+        let err = load_with(&text, &[]).unwrap_err().to_string();
+        assert!(err.contains("password and") && err.contains("password_file are both set"), "{err}");
     }
 }

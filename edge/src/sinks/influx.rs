@@ -129,7 +129,7 @@ impl InfluxWriter {
     /// A writer for an `influxdb_v1` or `influxdb_v2` sink; `None` for other kinds.
     pub fn from_config(config: &SinkConfig) -> Result<Option<InfluxWriter>, WriteError> {
         let writer = match config {
-            SinkConfig::InfluxdbV1 { url, database, retention_policy, username, password, http } => {
+            SinkConfig::InfluxdbV1 { url, database, retention_policy, username, password, http, .. } => {
                 let api = V1 {
                     url,
                     database,
@@ -139,7 +139,7 @@ impl InfluxWriter {
                 };
                 InfluxWriter::new(&api, http)?
             }
-            SinkConfig::InfluxdbV2 { url, org, bucket, token, http } => {
+            SinkConfig::InfluxdbV2 { url, org, bucket, token, http, .. } => {
                 InfluxWriter::new(&V2 { url, org, bucket, token: token.as_deref() }, http)?
             }
             SinkConfig::File { .. } => return Ok(None),
@@ -225,6 +225,7 @@ mod tests {
             retention_policy: None,
             username: Some("u".into()),
             password: Some("secret".into()),
+            password_file: None,
             http: HttpOptions::default(),
         }
     }
@@ -243,6 +244,7 @@ mod tests {
             org: "o".into(),
             bucket: "b".into(),
             token: Some("t".into()),
+            token_file: None,
             http: HttpOptions::default(),
         };
         let w = InfluxWriter::from_config(&config).unwrap().unwrap();

@@ -18,9 +18,15 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::resolve_secret;
+
 /// One place closed windows are written to.
+///
+/// A secret can be given as a file (`password_file`, `token_file`): read
+/// when the config is deserialized, as `[mqtt] password_file` is (see
+/// [`crate::config`]); serializing leaves out a secret read from a file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields, remote = "Self")]
 pub enum SinkConfig {
     /// InfluxDB 1.x `/write` (what `apt install influxdb` gives on a Pi; 2.4+
     /// and 3.x accept it too).
@@ -38,6 +44,10 @@ pub enum SinkConfig {
         /// Password, when authentication is on.
         #[serde(default)]
         password: Option<String>,
+        /// A file holding the password (trailing newline trimmed), read at
+        /// load time; not together with `password`.
+        #[serde(default)]
+        password_file: Option<PathBuf>,
         #[serde(default)]
         http: HttpOptions,
     },
@@ -49,9 +59,14 @@ pub enum SinkConfig {
         org: String,
         /// Bucket name.
         bucket: String,
-        /// API token (prefer an environment override).
+        /// API token (prefer `token_file`).
         #[serde(default)]
         token: Option<String>,
+        /// A file holding the token (trailing newline trimmed), read at load
+        /// time; not together with `token`. E.g. a systemd credential:
+        /// `/run/credentials/gridcast-ingest.service/influxdb-token`.
+        #[serde(default)]
+        token_file: Option<PathBuf>,
         #[serde(default)]
         http: HttpOptions,
     },
@@ -60,6 +75,37 @@ pub enum SinkConfig {
         /// Folder of the files.
         dir: PathBuf,
     },
+}
+
+impl<'de> Deserialize<'de> for SinkConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut sink = SinkConfig::deserialize(deserializer)?;
+        // Errors name the sink (kind and target) and the key.
+        let name = sink.name();
+        let resolved = match &mut sink {
+            SinkConfig::InfluxdbV1 { password, password_file, .. } => {
+                resolve_secret(&format!("sink {name}: password"), password, password_file.as_deref())
+            }
+            SinkConfig::InfluxdbV2 { token, token_file, .. } => {
+                resolve_secret(&format!("sink {name}: token"), token, token_file.as_deref())
+            }
+            SinkConfig::File { .. } => Ok(()),
+        };
+        resolved.map_err(serde::de::Error::custom)?;
+        Ok(sink)
+    }
+}
+
+impl Serialize for SinkConfig {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut sink = self.clone();
+        match &mut sink {
+            SinkConfig::InfluxdbV1 { password, password_file: Some(_), .. } => *password = None,
+            SinkConfig::InfluxdbV2 { token, token_file: Some(_), .. } => *token = None,
+            _ => {}
+        }
+        SinkConfig::serialize(&sink, serializer)
+    }
 }
 
 impl SinkConfig {

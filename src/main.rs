@@ -2,6 +2,7 @@
 //! it; this file only parses the command line, sets up logging, and turns
 //! Ctrl-C / SIGTERM into a graceful shutdown.
 
+#[cfg(feature = "cloud")]
 mod demo;
 
 use clap::{Parser, Subcommand};
@@ -27,21 +28,29 @@ enum Command {
     Simulate(gridcast_simulator::SimulateArgs),
     /// Predict every interval from MQTT readings; ship mispredictions to blob storage.
     Predict(gridcast_predictor::cli::PredictArgs),
+    #[cfg(feature = "cloud")]
     /// Run the whole path on embedded defaults: broker, simulator, ingest, files under ./data.
     Demo(demo::DemoArgs),
+    #[cfg(feature = "cloud")]
     /// Train a model on a meter CSV (timestamp,p_l1[,p_l2,p_l3] in W) and write it.
     Train(gridcast_trainer::cli::TrainArgs),
+    #[cfg(feature = "cloud")]
     /// Train on the first part of a CSV, predict the rest one step ahead, compare with persistence.
     Backtest(gridcast_trainer::cli::BacktestArgs),
+    #[cfg(feature = "cloud")]
     /// One prediction per row of a features CSV, columns picked by the model's feature names.
     PredictBatch(gridcast_trainer::cli::PredictBatchArgs),
+    #[cfg(feature = "cloud")]
     /// Import an XGBoost JSON model with a declared feature mapping, so `predict` can serve it.
     ImportXgboost(gridcast_trainer::cli::ImportXgboostArgs),
+    #[cfg(feature = "cloud")]
     /// Train a challenger on the history, gate it against the champion, publish it if it wins
     /// (exit 0 shipped, 3 kept the champion, 4 published but the image push failed, 1 error).
     Retrain(gridcast_trainer::retrain::RetrainArgs),
+    #[cfg(feature = "cloud")]
     /// Build and push the predictor image, or a model as its top layer, straight to a registry.
     Ship(gridcast_ship::cli::ShipArgs),
+    #[cfg(feature = "agent")]
     /// On an edge device: run the predictor image a registry tag points to, soak new ones, roll back bad ones.
     Agent(gridcast_agent::cli::AgentArgs),
 }
@@ -74,17 +83,25 @@ fn run() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Predict(args) => gridcast_predictor::cli::run(args, shutdown_signal()).await,
+            #[cfg(feature = "cloud")]
             Command::Demo(args) => demo::run(args, shutdown_signal()).await,
             // One-shot, CPU-bound commands: blocking inside the runtime is fine.
+            #[cfg(feature = "cloud")]
             Command::Train(args) => gridcast_trainer::cli::run_train(args),
+            #[cfg(feature = "cloud")]
             Command::Backtest(args) => gridcast_trainer::cli::run_backtest(args),
+            #[cfg(feature = "cloud")]
             Command::PredictBatch(args) => gridcast_trainer::cli::run_predict_batch(args),
+            #[cfg(feature = "cloud")]
             Command::ImportXgboost(args) => gridcast_trainer::cli::run_import_xgboost(args),
+            #[cfg(feature = "cloud")]
             Command::Retrain(args) => match gridcast_trainer::retrain::run(args, shutdown_signal()).await? {
                 0 => Ok(()),
                 status => std::process::exit(status),
             },
+            #[cfg(feature = "cloud")]
             Command::Ship(args) => gridcast_ship::cli::run(args).await,
+            #[cfg(feature = "agent")]
             Command::Agent(args) => gridcast_agent::cli::run(args, shutdown_signal()).await,
         }
     })

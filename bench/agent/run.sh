@@ -7,8 +7,8 @@
 # Everything runs on this machine, on loopback, from the project's own
 # builds: a private dockerd (data and socket under a temp dir, no bridge,
 # host networking), Debian's docker-registry, Mosquitto with our config, the
-# static gridcast (scripts/build-image's binary) as the image's, the agent's,
-# ship's and the simulator's binary.
+# static edge-only gridcast (scripts/build-image's binary) in the image, and
+# the release gridcast as ship, the agent and the simulator.
 #
 # 1. `ship base`, then model A on it to :stable; the agent (poll every 5 s)
 #    starts it; `gridcast simulate` publishes 100 sensors at 12 Hz, real time.
@@ -35,11 +35,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The static binary, stripped, as scripts/build-image makes it.
+# The image's static binary (edge only: predict, ingest, simulate), stripped,
+# as scripts/build-image makes it; and the full gridcast for ship, train, the
+# agent and the simulator.
 (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build -q --release --locked --no-default-features --target x86_64-unknown-linux-gnu --bin gridcast)
-strip --strip-all -o "$work/gridcast" "${CARGO_TARGET_DIR:-$repo/target}/x86_64-unknown-linux-gnu/release/gridcast"
-gc=$work/gridcast
+strip --strip-all -o "$work/gridcast-image" "${CARGO_TARGET_DIR:-$repo/target}/x86_64-unknown-linux-gnu/release/gridcast"
+(cd "$repo" && cargo build -q --release --locked --bin gridcast)
+gc=${CARGO_TARGET_DIR:-$repo/target}/release/gridcast
 
 # Servers.
 mqtt_port=$(free_port)
@@ -63,7 +66,7 @@ reg=127.0.0.1:$reg_port
 
 # Images: the base, and model A on it.
 "$gc" train --csv "$repo/samples/uci_household_2007-01_14d.csv" --out "$work/b.gcm" --trees 200 >/dev/null 2>&1
-"$gc" ship base --binary "$gc" --image "$reg/gridcast/predictor:base" > "$work/base.digest" 2> "$work/base.report"
+"$gc" ship base --binary "$work/gridcast-image" --image "$reg/gridcast/predictor:base" > "$work/base.digest" 2> "$work/base.report"
 "$gc" ship model --model "$repo/models/default.gcm" --base "$reg/gridcast/predictor:base" \
   --image "$reg/gridcast/predictor:stable" > /dev/null 2>&1
 

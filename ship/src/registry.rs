@@ -103,6 +103,10 @@ impl Registry {
             // One POST and one PUT per blob: our blobs are small (the base
             // layer is a few MB), and every registry takes it.
             use_monolithic_push: true,
+            // A registry that accepts the connection and then hangs must not
+            // hang a push, nor the agent's poll loop.
+            connect_timeout: Some(std::time::Duration::from_secs(10)),
+            read_timeout: Some(std::time::Duration::from_secs(60)),
             ..ClientConfig::default()
         });
         for (registry, found) in &resolved {

@@ -25,12 +25,15 @@
 //! which also reads the YAML here) are installed by `scripts/install-deps`;
 //! without them this test fails, naming that script.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
+use support::command_output as text;
 
 const COMPOSE: &str = "deploy/compose/docker-compose.yml";
 const COMPOSE_ENV: &str = "deploy/compose/.env.example";
@@ -41,22 +44,8 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 fn docker_compose() -> PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).map(|dir| dir.join("docker-compose")).collect::<Vec<_>>())
-        .unwrap_or_default();
-    on_path.into_iter().chain([PathBuf::from("/usr/bin/docker-compose")]).find(|p| p.is_file()).unwrap_or_else(|| {
-        panic!("docker-compose is not installed (Debian's `docker-compose` package): run scripts/install-deps")
-    })
+    support::find_binary("docker-compose", "/usr/bin/docker-compose")
 }
 
 /// The Python of the virtualenv `scripts/install-deps` makes for

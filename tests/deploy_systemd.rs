@@ -15,10 +15,14 @@
 //! `systemd-analyze` comes with Debian's `systemd` package, which
 //! `scripts/install-deps` installs; without it this test fails, naming that.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use support::command_output as text;
 
 const UNITS: [&str; 3] = ["gridcast-ingest.service", "gridcast-predict.service", "gridcast-agent.service"];
 
@@ -27,21 +31,7 @@ fn repo() -> &'static Path {
 }
 
 fn systemd_analyze() -> PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).map(|dir| dir.join("systemd-analyze")).collect::<Vec<_>>())
-        .unwrap_or_default();
-    on_path.into_iter().chain([PathBuf::from("/usr/bin/systemd-analyze")]).find(|p| p.is_file()).unwrap_or_else(|| {
-        panic!("systemd-analyze is not installed (Debian's `systemd` package): run scripts/install-deps")
-    })
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    support::find_binary("systemd-analyze", "/usr/bin/systemd-analyze")
 }
 
 /// `scripts/install-systemd --root ROOT --binary <this build's gridcast>`.

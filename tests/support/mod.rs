@@ -39,6 +39,7 @@ pub use http::{
     influx_create_database, influx_write, influxql_query, influxql_values, victoria_export, victoria_flush,
     victoria_write,
 };
+pub use process::find_binary;
 pub use servers::{Influxd, Mosquitto, Victoria};
 
 /// The database that `scripts/test-servers` and [`Influxd::start`] create.
@@ -112,4 +113,14 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut attempt: impl FnMut() ->
         assert!(Instant::now() < deadline, "gave up after {timeout:?} waiting for {what}");
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A finished command's status, stdout and stderr, for assertion messages.
+pub fn command_output(output: &std::process::Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }

@@ -7,7 +7,7 @@ mod support;
 
 use serde_json::Value;
 use support::gridcast::shipped_model;
-use support::image::{blob, layer_digests as digests, manifest, ship, shipped, tiny_elf, unpack};
+use support::image::{blob, config, layer_digests as digests, manifest, ship, shipped, tiny_elf, unpack};
 use support::registry::{Registry, fetch, get_ok};
 
 const GRIDCAST: &str = env!("CARGO_BIN_EXE_gridcast");
@@ -38,9 +38,7 @@ fn a_model_ships_as_one_new_layer_on_the_reused_base_image() {
     let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(paths, ["etc/gridcast/predict.toml", "etc/ssl/certs/ca-certificates.crt", "gridcast"]);
     assert!(files[2].1 == binary, "the base layer holds this build's gridcast binary at /gridcast");
-    let base_config: Value =
-        serde_json::from_slice(&blob(&addr, "gridcast/predictor", base_manifest["config"]["digest"].as_str().unwrap()))
-            .unwrap();
+    let base_config = config(&addr, "gridcast/predictor", &base_manifest);
     assert_eq!(base_config["config"]["Entrypoint"], serde_json::json!(["/gridcast"]));
     assert_eq!(base_config["config"]["Cmd"], serde_json::json!(["predict", "--config", "/etc/gridcast/predict.toml"]));
     assert_eq!(base_config["architecture"], "amd64");
@@ -79,9 +77,7 @@ fn a_model_ships_as_one_new_layer_on_the_reused_base_image() {
     assert_eq!(layers.len(), base_layers.len() + 1, "base layers + exactly one new layer");
     assert_eq!(layers[..base_layers.len()], base_layers[..], "the base layers are the very same blobs");
 
-    let config: Value =
-        serde_json::from_slice(&blob(&addr, "gridcast/edge", model_manifest["config"]["digest"].as_str().unwrap()))
-            .unwrap();
+    let config = config(&addr, "gridcast/edge", &model_manifest);
     let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
     assert_eq!(diff_ids.len(), layers.len(), "one diff_id per layer");
     for (layer, diff_id) in layers.iter().zip(diff_ids) {

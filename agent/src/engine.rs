@@ -11,11 +11,11 @@ use std::collections::HashMap;
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
-use futures::StreamExt;
-use gridcast_ship::engine::{EngineHost, docker_credentials};
+use gridcast_ship::engine::{EngineHost, docker_credentials, pull_image};
+use gridcast_ship::image::LABEL_MODEL_VERSION;
+use oci_client::Reference;
 use oci_client::secrets::RegistryAuth;
 
 use crate::config::ContainerSection;
@@ -23,8 +23,6 @@ use crate::machine::Container;
 
 /// The label holding the digest a container was started from.
 pub const LABEL_DIGEST: &str = "io.gridcast.agent.digest";
-/// The image label holding the model version (set by `gridcast ship model`).
-pub const LABEL_MODEL_VERSION: &str = "io.gridcast.model.version";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -84,14 +82,11 @@ impl Engine {
         if self.docker.inspect_image(&image).await.is_ok() {
             return Ok(());
         }
-        let options = CreateImageOptionsBuilder::default().from_image(&image).build();
-        let registry = repository.split('/').next().unwrap_or(repository);
-        let mut stream = self.docker.create_image(Some(options), None, docker_credentials(registry, auth.clone()));
-        // bollard turns an item's error_detail into an Err; any Err fails.
-        while let Some(item) = stream.next().await {
-            if let Err(e) = item {
-                return Err(EngineError::Pull { image, cause: e.to_string() });
-            }
+        let reference: Reference =
+            image.parse().map_err(|e| EngineError::Pull { image: image.clone(), cause: format!("{e}") })?;
+        let credentials = docker_credentials(reference.registry(), auth.clone());
+        if let Err(failed) = pull_image(&self.docker, &reference, credentials).await {
+            return Err(EngineError::Pull { image, cause: failed.to_string() });
         }
         self.docker
             .inspect_image(&image)

@@ -25,7 +25,7 @@
 //! - with no trial, the known-good digest is kept running (restarted if it
 //!   exited or vanished).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
@@ -460,11 +460,6 @@ impl Machine {
             judged: span.judged,
             span_ms: last_ms - first_ms,
         })
-    }
-
-    /// Refused digests with their reasons, for `/metrics` and logs.
-    pub fn refused(&self) -> BTreeMap<&str, &Refusal> {
-        self.state.refused.iter().map(|(d, r)| (d.as_str(), r)).collect()
     }
 }
 

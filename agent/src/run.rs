@@ -174,7 +174,10 @@ impl Agent {
         {
             return vec![]; // already running (a trial refused before it started)
         }
-        if let Ok(reference) = image.parse::<Reference>() {
+        // A new digest's platform is checked before anything stops; a known-good
+        // one ran here already.
+        let on_trial = self.machine.state.trial.as_ref().is_some_and(|t| t.digest == digest);
+        if on_trial && let Ok(reference) = image.parse::<Reference>() {
             match self.registry.platform(&reference).await {
                 Ok(platform) if platform != this_platform() => {
                     return self

@@ -251,11 +251,36 @@ macro_rules! progress {
 progress!(CreateImageInfo, PushImageInfo, BuildInfo);
 
 /// How a streamed engine call failed.
-enum Failed {
+#[derive(Debug)]
+pub enum Failed {
     /// The engine said so: an error item, or an error status.
     Said(String),
     /// The connection to the engine failed, or it did not answer in time.
     Transport(String),
+}
+
+impl fmt::Display for Failed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failed::Said(cause) => f.write_str(cause),
+            Failed::Transport(cause) => write!(f, "the engine did not answer: {cause}"),
+        }
+    }
+}
+
+/// Has the engine pull `reference` (by its digest, else its tag) with
+/// `credentials`, reading the whole progress stream: any error item fails
+/// it. `gridcast ship --engine` pulls the base with it, the agent a
+/// predictor image.
+pub async fn pull_image(
+    docker: &Docker,
+    reference: &Reference,
+    credentials: Option<DockerCredentials>,
+) -> Result<(), Failed> {
+    // An empty tag would pull every tag of the repository.
+    let tag = reference.digest().or(reference.tag()).unwrap_or("latest");
+    let options = CreateImageOptionsBuilder::default().from_image(&repository_name(reference)).tag(tag).build();
+    drain(docker.create_image(Some(options), None, credentials), |_| {}).await
 }
 
 impl From<BollardError> for Failed {
@@ -371,11 +396,7 @@ impl Engine {
 
     /// `docker pull BASE`, with the base registry's credentials.
     async fn pull(&self, base: &Reference, auth: &RegistryCredentials) -> Result<(), ShipError> {
-        // An empty tag would pull every tag of the repository.
-        let tag = base.digest().or(base.tag()).unwrap_or("latest");
-        let options = CreateImageOptionsBuilder::default().from_image(&repository_name(base)).tag(tag).build();
-        let stream = self.docker.create_image(Some(options), None, auth.docker.clone());
-        drain(stream, |_| {}).await.map_err(|failed| {
+        pull_image(&self.docker, base, auth.docker.clone()).await.map_err(|failed| {
             self.error(format!("pulling the base image {base} through the engine"), failed, |what, cause| {
                 auth.error(what, cause)
             })

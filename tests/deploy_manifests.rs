@@ -16,8 +16,9 @@
 //!   kustomization generates too; the kustomization lists every manifest; the
 //!   configs in the ConfigMaps load with this build's binary with the pod's
 //!   mounts and environment (ConfigMaps, the Secret's keys from
-//!   `secrets.env.example`, volumes as temp folders); ingest stays at one
-//!   replica with no `$share` topic, its spool on the claim; the trainer
+//!   `secrets.env.example`, volumes as temp folders); ingest is a
+//!   StatefulSet of replicas in one `$share` group, each with its pod name
+//!   as client id and its spool on its own claim; the trainer
 //!   publishes where it reads its champion, fails its Job without a retry on
 //!   exit 3 and 4 and is sized from `bench/results/retrain-year.json`.
 //!
@@ -593,9 +594,9 @@ fn the_kubernetes_manifests_validate_offline_and_their_configs_load() {
         );
     }
     // The check is live: a field the schema does not know fails it.
-    let deployment = std::fs::read_to_string(dir.join("ingest-deployment.yaml")).unwrap();
+    let statefulset = std::fs::read_to_string(dir.join("ingest-statefulset.yaml")).unwrap();
     let broken = tmp.path().join("broken.yaml");
-    std::fs::write(&broken, deployment.replacen("  replicas: 1\n", "  replicas: 1\n  replica: 2\n", 1)).unwrap();
+    std::fs::write(&broken, statefulset.replacen("  replicas: 2\n", "  replicas: 2\n  replica: 2\n", 1)).unwrap();
     let output = validate(std::slice::from_ref(&broken));
     assert!(
         !output.status.success() && String::from_utf8_lossy(&output.stdout).contains("replica"),
@@ -616,13 +617,13 @@ fn the_kubernetes_manifests_validate_offline_and_their_configs_load() {
     let registry =
         str_of(&images.values().next().unwrap()["newName"], "newName").split('/').next().unwrap().to_string();
     let mut workloads = vec![];
-    for deployment in of_kind(&docs, "Deployment") {
-        workloads.push((deployment, &deployment["spec"]["template"]["spec"]));
+    for statefulset in of_kind(&docs, "StatefulSet") {
+        workloads.push((statefulset, &statefulset["spec"]["template"]["spec"]));
     }
     for cronjob in of_kind(&docs, "CronJob") {
         workloads.push((cronjob, &cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]));
     }
-    assert_eq!(workloads.len(), 2, "the ingest Deployment and the trainer CronJob");
+    assert_eq!(workloads.len(), 2, "the ingest StatefulSet and the trainer CronJob");
 
     let retrain_peak_mib = serde_json::from_str::<Value>(
         &std::fs::read_to_string(repo().join("bench/results/retrain-year.json")).unwrap(),
@@ -659,12 +660,22 @@ fn the_kubernetes_manifests_validate_offline_and_their_configs_load() {
             // The volumes as temp folders: ConfigMaps' data, the Secret's keys
             // from the example, empty folders for claims and emptyDirs.
             let mut mounts = BTreeMap::new();
+            let claim_templates =
+                workload["spec"].get("volumeClaimTemplates").map(|t| array(t, "volumeClaimTemplates"));
             for (i, mount) in array(&container["volumeMounts"], "volumeMounts").iter().enumerate() {
                 let volume_name = &mount["name"];
-                let volume = volumes.iter().find(|v| &v["name"] == volume_name).expect("the mount's volume");
                 let folder = tmp.path().join(format!("{name}-mount{i}"));
                 std::fs::create_dir_all(&folder).unwrap();
-                let kind = if let Some(source) = volume.get("configMap") {
+                let template = claim_templates.and_then(|t| t.iter().find(|c| &c["metadata"]["name"] == volume_name));
+                let volume = volumes.iter().find(|v| &v["name"] == volume_name);
+                assert!(
+                    template.is_none() || volume.is_none(),
+                    "{name}: {volume_name} is a volume and a claim template"
+                );
+                let volume = volume.or(template).expect("the mount's volume");
+                let kind = if template.is_some() {
+                    "claim"
+                } else if let Some(source) = volume.get("configMap") {
                     let map = str_of(&source["name"], "configMap name");
                     let map = named("ConfigMap", map).unwrap_or_else(|| panic!("{name}: no ConfigMap {map}"));
                     for (key, value) in map["data"].as_object().unwrap() {
@@ -697,6 +708,11 @@ fn the_kubernetes_manifests_validate_offline_and_their_configs_load() {
                 let key = str_of(&var["name"], "env name").to_string();
                 let value = match (var.get("value"), var.get("valueFrom")) {
                     (Some(value), None) => str_of(value, &key).to_string(),
+                    (None, Some(from)) if from.get("fieldRef").is_some() => {
+                        // The pod's own name, as the first replica's would be.
+                        assert_eq!(from["fieldRef"]["fieldPath"], "metadata.name", "{name}: {key}");
+                        format!("{workload_name}-0")
+                    }
                     (None, Some(from)) => {
                         let reference = &from["secretKeyRef"];
                         assert_eq!(reference["name"], secret_name, "{name}: {key}");
@@ -735,13 +751,16 @@ fn the_kubernetes_manifests_validate_offline_and_their_configs_load() {
         }
     }
 
-    // Ingest: one replica, no shared subscription yet, its spool on the claim,
-    // its secrets from files, /health where the probes look.
-    let (ingest, deployment, pod, container) = &loaded["ingest"];
-    assert_eq!(deployment["spec"]["replicas"], 1, "ingest cannot run more than one replica yet");
-    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate", "two pods would share one MQTT client id");
+    // Ingest: replicas in one shared-subscription group, each with its pod's
+    // name as client id and its own spool claim, its secrets from files,
+    // /health where the probes look.
+    let (ingest, statefulset, pod, container) = &loaded["ingest"];
+    assert!(statefulset["spec"]["replicas"].as_u64().unwrap() >= 2, "ingest scales out");
     let topics = lookup(&ingest.printed, "mqtt.topics").as_array().unwrap();
-    assert!(topics.iter().all(|t| !t.as_str().unwrap().starts_with("$share/")), "a $share topic: {topics:?}");
+    assert!(topics.iter().all(|t| t.as_str().unwrap().starts_with("$share/gridcast-ingest/")), "{topics:?}");
+    assert_eq!(toml_str(&ingest.printed, "mqtt.client_id"), "gridcast-ingest-0", "the pod's name is the client id");
+    let service = named("Service", str_of(&statefulset["spec"]["serviceName"], "serviceName")).expect("its Service");
+    assert_eq!(service["spec"]["clusterIP"], "None", "a StatefulSet's Service is headless");
     let spool = toml_str(&ingest.printed, "spool.dir");
     assert_eq!(ingest.volume_of(spool).map(|(_, k)| k), Some("claim"), "ingest's spool {spool}");
     let mut secret_files = vec![toml_str(&ingest.printed, "mqtt.password_file").to_string()];
@@ -768,12 +787,11 @@ fn the_kubernetes_manifests_validate_offline_and_their_configs_load() {
     }
     assert!(pod["securityContext"]["fsGroup"].is_number(), "the claim must be writable for the non-root user");
     let pdb = of_kind(&docs, "PodDisruptionBudget").next().expect("a PodDisruptionBudget");
-    let labels = deployment["spec"]["template"]["metadata"]["labels"].as_object().unwrap();
+    let labels = statefulset["spec"]["template"]["metadata"]["labels"].as_object().unwrap();
     for (key, value) in pdb["spec"]["selector"]["matchLabels"].as_object().unwrap() {
         assert_eq!(labels.get(key), Some(value), "the PodDisruptionBudget selects ingest");
     }
-    assert!(pdb["spec"].get("minAvailable").is_none(), "minAvailable with one replica blocks every drain");
-    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1, "one replica at a time");
 
     // The trainer: publishes where it reads its champion, pushes the image
     // the edge runs, keeps only /tmp, and its exit codes drive the Job.

@@ -37,6 +37,7 @@ use support::{eventually, influx_create_database, influxql_query, influxql_value
 const WINDOWS: &str = "meter_window";
 const PREDICTIONS: &str = "gridcast_prediction";
 const PREDICTIONS_DASHBOARD: &str = "gridcast-predictions.json";
+const INGEST_DASHBOARD: &str = "gridcast-ingest.json";
 const SENSORS: u32 = 3;
 /// Enough judged minutes per sensor for the 15-point rolling MAE to draw.
 const MINUTES: usize = 20;
@@ -105,14 +106,16 @@ async fn every_panel_query_returns_data_from_real_influxdb() {
     let influx = servers.influxdb_v1.clone();
     let db = database.clone();
     tokio::task::spawn_blocking(move || {
-        eventually(Duration::from_secs(60), "raw and one-minute windows", || {
+        eventually(Duration::from_secs(60), "every raw window, and one-minute windows", || {
             let answer = influxql_query(
                 &influx,
                 &db,
                 &format!(r#"SELECT count("readings") FROM "{WINDOWS}" GROUP BY "source""#),
             );
-            let series = answer["results"][0]["series"].as_array().map_or(0, Vec::len);
-            (series == 2).then_some(())
+            let counts: BTreeMap<String, i64> =
+                series(&answer).iter().map(|s| (s.tag("source"), s.rows[0][1].as_i64().unwrap_or_default())).collect();
+            let raw_windows = SENSORS as i64 * MINUTES as i64;
+            (counts.get("raw") == Some(&raw_windows) && counts.contains_key("one_minute")).then_some(())
         })
     })
     .await
@@ -171,6 +174,21 @@ async fn every_panel_query_returns_data_from_real_influxdb() {
         );
     }
     check_prediction_panels(&rows, &prediction_answers);
+
+    // The ingest dashboard's means add the windows' parts up (sum of sums
+    // over sum of counts): each minute is the published minute's mean.
+    let power = panel_query(INGEST_DASHBOARD, "Total active power per sensor", "A");
+    let answer = influxql_query(&servers.influxdb_v1, &database, &expand(&power, &sensor_regex));
+    let mut minutes = 0;
+    for s in series(&answer) {
+        let sensor = s.tag("sensor");
+        for row in s.rows.iter().filter(|r| !r[1].is_null()) {
+            let want = expected[&(sensor.clone(), row[0].as_i64().unwrap())].p_sum_mean;
+            assert_close(&format!("total power of {sensor} at {}", row[0]), row[1].as_f64().unwrap(), want);
+            minutes += 1;
+        }
+    }
+    assert_eq!(minutes, expected.len(), "every published minute drawn once");
 
     // The sensor variable filters: one sensor's MAE is that sensor's own.
     let one = sensor_hex(&sensors[1]);

@@ -96,6 +96,25 @@ pub struct MqttConfig {
     pub reconnect_min_ms: u64,
     /// Largest reconnect delay, in milliseconds.
     pub reconnect_max_ms: u64,
+    /// How the broker dispatches a `$share/<group>/...` subscription among
+    /// the group's members: `round_robin` (Mosquitto's only strategy, and
+    /// the default of most brokers: one meter's minute is split across
+    /// replicas) or `by_topic` (sticky: EMQX `hash_topic`, HiveMQ and
+    /// VerneMQ configured likewise; every message of a topic goes to the
+    /// same member). Ingest is correct under both (it writes partial
+    /// windows that queries add up); predict needs `by_topic`.
+    pub shared_dispatch: SharedDispatch,
+}
+
+/// A broker's dispatch strategy for shared subscriptions.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SharedDispatch {
+    /// Each message to the next member: a sensor's readings are split.
+    #[default]
+    RoundRobin,
+    /// Each topic always to the same member (while it is connected).
+    ByTopic,
 }
 
 impl Default for MqttConfig {
@@ -111,6 +130,7 @@ impl Default for MqttConfig {
             password_file: None,
             reconnect_min_ms: 200,
             reconnect_max_ms: 30_000,
+            shared_dispatch: SharedDispatch::RoundRobin,
         }
     }
 }
@@ -139,8 +159,29 @@ impl MqttConfig {
         if self.topics.is_empty() {
             anyhow::bail!("invalid [mqtt] section: topics is empty, so nothing would be read");
         }
+        for topic in &self.topics {
+            if topic.starts_with("$share/") && shared_group(topic).is_none() {
+                anyhow::bail!(
+                    "invalid [mqtt] section: topic {topic:?} is not a shared subscription: write $share/<group>/<filter>"
+                );
+            }
+        }
         Ok(())
     }
+
+    /// Whether any topic is a shared subscription (`$share/<group>/<filter>`):
+    /// then other replicas in the group receive some of the messages.
+    pub fn is_shared(&self) -> bool {
+        self.topics.iter().any(|t| shared_group(t).is_some())
+    }
+}
+
+/// The group of a shared subscription `$share/<group>/<filter>`, if `topic`
+/// is one (a group and a filter both non-empty).
+pub fn shared_group(topic: &str) -> Option<&str> {
+    let rest = topic.strip_prefix("$share/")?;
+    let (group, filter) = rest.split_once('/')?;
+    (!group.is_empty() && !filter.is_empty() && !group.contains(['+', '#'])).then_some(group)
 }
 
 /// The HTTP endpoint of `/metrics` and `/health`.
@@ -196,6 +237,22 @@ mod tests {
         let path = dir.join(name);
         std::fs::write(&path, contents).unwrap();
         path
+    }
+
+    #[test]
+    fn shared_subscriptions_are_recognised_and_malformed_ones_refused() {
+        assert_eq!(shared_group("$share/ingest/data/#"), Some("ingest"));
+        assert_eq!(shared_group("data/#"), None);
+        assert_eq!(shared_group("$share/ingest"), None);
+        assert_eq!(shared_group("$share//data/#"), None);
+        let config = load_with("[mqtt]\ntopics = [\"$share/g/data/#\", \"one-minute/#\"]\n", &[]).unwrap();
+        assert!(config.mqtt.is_shared());
+        assert_eq!(config.mqtt.shared_dispatch, SharedDispatch::RoundRobin);
+        let error = load_with("[mqtt]\ntopics = [\"$share/g\"]\n", &[]).unwrap_err().to_string();
+        assert!(error.contains("$share/<group>/<filter>"), "{error}");
+        let config = load_with("[mqtt]\nshared_dispatch = \"by_topic\"\n", &[]).unwrap();
+        assert_eq!(config.mqtt.shared_dispatch, SharedDispatch::ByTopic);
+        assert!(!config.mqtt.is_shared());
     }
 
     #[test]

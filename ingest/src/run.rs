@@ -42,6 +42,8 @@ pub struct Ingest {
 /// Ingest's consumer: closed windows as line protocol for the sinks.
 struct WindowLines {
     measurement: String,
+    /// The `part` tag when this replica sees only part of each window.
+    part: Option<String>,
 }
 
 impl Consumer for WindowLines {
@@ -49,7 +51,7 @@ impl Consumer for WindowLines {
     type Writes = ();
 
     fn on_closed(&mut self, closed: Vec<ClosedWindow>) -> Output<()> {
-        Output { lines: line::write_windows(&self.measurement, &closed, Vec::new()), writes: () }
+        Output { lines: line::write_windows(&self.measurement, self.part.as_deref(), &closed, Vec::new()), writes: () }
     }
 }
 
@@ -74,7 +76,17 @@ impl Ingest {
             only: None,
             idle_close_ms: (config.pipeline.idle_close_secs as i64).saturating_mul(1000),
         };
-        let consumer = WindowLines { measurement: config.pipeline.measurement.clone() };
+        // On a shared subscription other replicas hold the rest of each
+        // window: write ours as a part, under our (unique, stable) client id.
+        let part = config.mqtt.is_shared().then(|| config.mqtt.client_id.clone());
+        if let Some(part) = &part {
+            tracing::info!(
+                part = %part,
+                "shared subscription: windows are written as partial windows tagged part={part:?}; \
+                 a minute's mean is sum(\"x_sum\") / sum(\"x_count\") over its parts"
+            );
+        }
+        let consumer = WindowLines { measurement: config.pipeline.measurement.clone(), part };
         let rejected_log = Some(config.spool.dir.join("rejected").join("messages.jsonl"));
         let mut driver = Driver::new(stage, consumer, spool.clone(), stats.clone(), newest_tx, rejected_log);
         driver.recover().await?;

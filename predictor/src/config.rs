@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use gridcast_core::Source;
 use gridcast_core::payload::DecoderConfig;
-use gridcast_edge::config::{HttpConfig, MqttConfig, ServiceConfig};
+use gridcast_edge::config::{HttpConfig, MqttConfig, ServiceConfig, SharedDispatch};
 use gridcast_edge::sinks::SinkConfig;
 use serde::{Deserialize, Serialize};
 
@@ -190,6 +190,14 @@ impl ServiceConfig for PredictConfig {
         self.decode.validate().map_err(|e| anyhow::anyhow!("invalid [decode] section: {e}"))?;
         self.rule().validate().map_err(|e| anyhow::anyhow!("invalid [judge] section: {e}"))?;
         self.mqtt.validate()?;
+        if self.mqtt.is_shared() && self.mqtt.shared_dispatch != SharedDispatch::ByTopic {
+            anyhow::bail!(
+                "invalid [mqtt] section: predict reads a shared subscription ($share/...) with shared_dispatch = \"round_robin\": \
+                 the broker would split each meter's minute across the replicas and every replica would predict from part of it. \
+                 Run one predictor per broker without $share, or set shared_dispatch = \"by_topic\" on a broker that sends each \
+                 topic to one member (EMQX: broker.shared_subscription_strategy = hash_topic; each meter on its own topic)"
+            );
+        }
         if self.predict.interval_secs == 0 {
             anyhow::bail!("invalid [predict] section: interval_secs must be > 0 (10 or 60)");
         }
@@ -241,6 +249,21 @@ mod tests {
             jail.create_file("q.toml", "[upload]\nbucket = \"x\"\n")?;
             let err = load(Some(Path::new("q.toml"))).unwrap_err().to_string();
             assert!(err.contains("bucket"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_shared_subscription_is_refused_unless_the_broker_dispatches_by_topic() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("r.toml", "[mqtt]\ntopics = [\"$share/p/data/realtime/feature/#\"]\n")?;
+            let err = load(Some(Path::new("r.toml"))).unwrap_err().to_string();
+            assert!(err.contains("split each meter's minute") && err.contains("by_topic"), "{err}");
+            jail.create_file(
+                "t.toml",
+                "[mqtt]\ntopics = [\"$share/p/data/realtime/feature/#\"]\nshared_dispatch = \"by_topic\"\n",
+            )?;
+            assert!(load(Some(Path::new("t.toml"))).unwrap().mqtt.is_shared());
             Ok(())
         });
     }

@@ -10,9 +10,9 @@ use std::path::Path;
 
 use anyhow::Context;
 use gridcast_core::features::Interval;
-use gridcast_core::meter_csv::MeterRow;
 
 use super::config::HistoryConfig;
+use super::parts::{self, PartRow};
 use crate::data::MeterRows;
 
 /// The history averaged to `interval_secs`.
@@ -41,7 +41,7 @@ pub fn from_lines_dir(dir: &Path, measurement: &str, sensor: &str, source: &str)
         .filter(|p| p.extension().is_some_and(|x| x == "lp"))
         .collect();
     files.sort();
-    let mut windows: BTreeMap<i64, [Option<f64>; 3]> = BTreeMap::new();
+    let mut windows: BTreeMap<(i64, String), PartRow> = BTreeMap::new();
     let mut unreadable = 0u64;
     for file in &files {
         let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
@@ -56,9 +56,11 @@ pub fn from_lines_dir(dir: &Path, measurement: &str, sensor: &str, source: &str)
         dir.display(),
         files.len()
     );
-    let rows = windows.into_iter().map(|(ts_ms, p_w)| MeterRow { line: 0, ts_ms, p_w }).collect();
-    Ok(MeterRows::from_rows(rows))
+    Ok(MeterRows::from_rows(parts::windows(windows)))
 }
+
+/// The per-phase fields ingest writes, without their suffixes.
+const PHASES: [&str; 3] = ["p_l1", "p_l2", "p_l3"];
 
 /// Add the sensor's windows in `text` to `windows`; returns the lines that
 /// did not parse. Timestamps are ms (ingest writes with ms precision).
@@ -67,7 +69,7 @@ fn windows_of(
     measurement: &str,
     sensor: &str,
     source: &str,
-    windows: &mut BTreeMap<i64, [Option<f64>; 3]>,
+    windows: &mut BTreeMap<(i64, String), PartRow>,
 ) -> u64 {
     let mut unreadable = 0;
     for line in influxdb_line_protocol::parse_lines(text) {
@@ -91,7 +93,40 @@ fn windows_of(
             Some(influxdb_line_protocol::FieldValue::F64(v)) if v.is_finite() => Some(*v),
             _ => None,
         };
-        windows.insert(ts_ms, [field("p_l1_mean"), field("p_l2_mean"), field("p_l3_mean")]);
+        let count = |name: &str| match line.field_value(name) {
+            Some(influxdb_line_protocol::FieldValue::I64(n)) => Some(*n as f64),
+            _ => None,
+        };
+        let row = PartRow {
+            mean: PHASES.map(|p| field(&format!("{p}_mean"))),
+            sum: PHASES.map(|p| field(&format!("{p}_sum"))),
+            count: PHASES.map(|p| count(&format!("{p}_count"))),
+        };
+        windows.insert((ts_ms, tag("part").unwrap_or_default().to_string()), row);
     }
     unreadable
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_windows_of_replicas_add_up_and_a_window_written_twice_counts_once() {
+        let text = concat!(
+            "m,part=a,sensor=s,source=raw readings=3i,p_l1_mean=10,p_l1_sum=30,p_l1_count=3i 60000\n",
+            "m,part=b,sensor=s,source=raw readings=1i,p_l1_mean=50,p_l1_sum=50,p_l1_count=1i 60000\n",
+            "m,part=b,sensor=s,source=raw readings=1i,p_l1_mean=50,p_l1_sum=50,p_l1_count=1i 60000\n",
+            "m,sensor=s,source=raw readings=2i,p_l1_mean=7,p_l1_sum=14,p_l1_count=2i 120000\n",
+            "m,sensor=other,source=raw readings=2i,p_l1_mean=1,p_l1_sum=2,p_l1_count=2i 120000\n",
+            "not line protocol\n",
+        );
+        let mut windows = BTreeMap::new();
+        assert_eq!(windows_of(text, "m", "s", "raw", &mut windows), 1);
+        let rows = parts::windows(windows);
+        assert_eq!(
+            rows.iter().map(|r| (r.ts_ms, r.p_w[0])).collect::<Vec<_>>(),
+            [(60000, Some(20.0)), (120000, Some(7.0))]
+        );
+    }
 }

@@ -20,6 +20,7 @@
 //! phase mean as a float, so neither happens with its windows. Values agree
 //! bit for bit only when serde_json is built with `float_roundtrip`.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -28,10 +29,14 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::config::InfluxHistoryConfig;
+use super::parts::{self, PartRow};
 use crate::data::MeterRows;
 
-/// The fields read, in phase order (ingest's per-phase window means).
+/// The fields read, in phase order: ingest's per-phase window means, and
+/// the sums and counts that add partial windows up ([`super::parts`]).
 const PHASES: [&str; 3] = ["p_l1_mean", "p_l2_mean", "p_l3_mean"];
+const SUMS: [&str; 3] = ["p_l1_sum", "p_l2_sum", "p_l3_sum"];
+const COUNTS: [&str; 3] = ["p_l1_count", "p_l2_count", "p_l3_count"];
 
 /// How long to wait for InfluxDB, so that a server that hangs is an error.
 #[derive(Debug, Clone, Copy)]
@@ -80,7 +85,7 @@ fn select(measurement: &str, retention_policy: &str, sensor: &str, source: &str,
         days.is_finite() && days >= 0.0,
         "invalid [history.influx] section: days must be 0 (all of the history) or more, not {days}"
     );
-    let fields = PHASES.map(quote_ident).join(",");
+    let fields = [PHASES, SUMS, COUNTS].concat().into_iter().map(quote_ident).collect::<Vec<_>>().join(",");
     let from = match retention_policy {
         "" => quote_ident(measurement),
         rp => format!("{}.{}", quote_ident(rp), quote_ident(measurement)),
@@ -94,6 +99,9 @@ fn select(measurement: &str, retention_policy: &str, sensor: &str, source: &str,
         // InfluxQL durations are integers; milliseconds keep fractional days.
         query.push_str(&format!(" AND time > now() - {}ms", (days * 86_400_000.0).round() as i64));
     }
+    // One series per part: partial windows of replicas are added up, not
+    // taken for one window written twice.
+    query.push_str(" GROUP BY \"part\"");
     Ok(query)
 }
 
@@ -304,6 +312,9 @@ struct StatementResult {
 
 #[derive(Debug, Deserialize)]
 struct Series {
+    /// The GROUP BY tags: `part` (empty for whole windows).
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
     #[serde(default)]
     columns: Vec<String>,
     #[serde(default)]
@@ -390,7 +401,8 @@ impl Lines {
 /// The rows read so far and what was seen on the way.
 #[derive(Debug, Default)]
 struct Windows {
-    rows: Vec<MeterRow>,
+    /// By (window start, part): a window written twice counts once.
+    rows: BTreeMap<(i64, String), PartRow>,
     /// Values that were neither a number nor null (read as missing).
     non_numeric: u64,
     /// Documents read.
@@ -441,15 +453,16 @@ impl Windows {
     fn read_series(&mut self, series: Series) -> Result<(), ResponseError> {
         let column = |name: &str| series.columns.iter().position(|c| c == name);
         let time = column("time").ok_or_else(|| ResponseError::NoTimeColumn(series.columns.clone()))?;
-        let phases = PHASES.map(column);
-        self.rows.reserve(series.values.len());
+        let (means, sums, counts) = (PHASES.map(column), SUMS.map(column), COUNTS.map(column));
+        let part = series.tags.get("part").cloned().unwrap_or_default();
         for row in &series.values {
             let ts_ms = row
                 .get(time)
                 .and_then(Value::as_i64)
                 .ok_or_else(|| ResponseError::BadTime(format!("{:?}", row.get(time))))?;
-            let p_w = phases.map(|i| self.phase_value(i.and_then(|i| row.get(i))));
-            self.rows.push(MeterRow { line: 0, ts_ms, p_w });
+            let mut value = |columns: [Option<usize>; 3]| columns.map(|i| self.phase_value(i.and_then(|i| row.get(i))));
+            let figures = PartRow { mean: value(means), sum: value(sums), count: value(counts) };
+            self.rows.insert((ts_ms, part.clone()), figures);
         }
         Ok(())
     }
@@ -471,20 +484,10 @@ impl Windows {
     }
 
     /// The rows by window start, one per window: a window written twice
-    /// (in two series, say) counts once, the last read winning, as in the
-    /// line files.
+    /// (in two series of one part, say) counts once, the last read winning,
+    /// as in the line files; the parts of a window are added up.
     fn into_rows(self) -> Vec<MeterRow> {
-        let mut rows = self.rows;
-        // Stable: rows of one timestamp keep the order they were read in.
-        rows.sort_by_key(|r| r.ts_ms);
-        rows.dedup_by(|later, kept| {
-            let same = later.ts_ms == kept.ts_ms;
-            if same {
-                *kept = *later;
-            }
-            same
-        });
-        rows
+        parts::windows(self.rows)
     }
 }
 
@@ -532,7 +535,10 @@ mod tests {
         let q = select("meter_window", "", "a' OR 'x'='x", "raw", 0.0).unwrap();
         assert_eq!(
             q,
-            r#"SELECT "p_l1_mean","p_l2_mean","p_l3_mean" FROM "meter_window" WHERE "sensor"='a\' OR \'x\'=\'x' AND "source"='raw'"#
+            concat!(
+                r#"SELECT "p_l1_mean","p_l2_mean","p_l3_mean","p_l1_sum","p_l2_sum","p_l3_sum","p_l1_count","p_l2_count","p_l3_count""#,
+                r#" FROM "meter_window" WHERE "sensor"='a\' OR \'x\'=\'x' AND "source"='raw' GROUP BY "part""#
+            )
         );
     }
 
@@ -540,7 +546,7 @@ mod tests {
     fn the_retention_policy_and_the_last_days_go_into_the_query() {
         let q = select("meter_window", "one year", "s", "raw", 1.5).unwrap();
         assert!(q.contains(r#" FROM "one year"."meter_window" WHERE "#), "{q}");
-        assert!(q.ends_with(" AND time > now() - 129600000ms"), "{q}");
+        assert!(q.ends_with(" AND time > now() - 129600000ms GROUP BY \"part\""), "{q}");
         for days in [-1.0, f64::NAN, f64::INFINITY] {
             let e = select("m", "", "s", "raw", days).unwrap_err().to_string();
             assert!(e.contains("days"), "{e}");
@@ -649,6 +655,17 @@ mod tests {
         let rows = parse_str(body).unwrap().into_rows();
         assert_eq!(rows[0].p_w[0], Some(221.82999999999998));
         assert_ne!(221.82999999999998_f64, 221.83);
+    }
+
+    #[test]
+    fn the_parts_of_a_window_from_replicas_are_added_up() {
+        let body = concat!(
+            r#"{"results":[{"series":[{"tags":{"part":"ingest-0"},"columns":["time","p_l1_mean","p_l1_sum","p_l1_count"],"#,
+            r#""values":[[1000,10,30,3],[2000,5,5,1]]},"#,
+            r#"{"tags":{"part":"ingest-1"},"columns":["time","p_l1_mean","p_l1_sum","p_l1_count"],"values":[[1000,50,50,1]]}]}]}"#
+        );
+        let rows = parse_str(body).unwrap().into_rows();
+        assert_eq!(rows, vec![row(1000, [Some(20.0), None, None]), row(2000, [Some(5.0), None, None])]);
     }
 
     #[test]

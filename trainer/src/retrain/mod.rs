@@ -25,6 +25,7 @@ pub mod config;
 pub mod gate;
 pub mod history;
 pub mod influx;
+pub mod parts;
 pub mod publish;
 pub mod ship;
 pub mod trigger;

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gridcast_core::payload::encode_one_minute;
+use gridcast_core::payload::{encode_one_minute, encode_raw};
 use gridcast_edge::sinks::{HttpOptions, SinkConfig};
 use gridcast_ingest::IngestConfig;
 use gridcast_simulator::{PublishOptions, publish, sensor_hex};
@@ -46,6 +46,10 @@ const ONE_MINUTE_RECORDS: usize = 5;
 /// `$__interval` as the tests expand it: the prediction interval, so each
 /// (sensor, interval) bucket holds exactly one prediction.
 const INTERVAL: &str = "1m";
+/// The site tag ingest and predict write here (the dashboards' `$site`).
+const SITE: &str = "test-site";
+/// Ingest's counters measurement (its default).
+const INGEST_STATS: &str = "gridcast_ingest_stats";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_panel_query_returns_data_from_real_influxdb() {
@@ -63,6 +67,9 @@ async fn every_panel_query_returns_data_from_real_influxdb() {
     config.spool.dir = dir.path().join("spool");
     config.http.listen = "127.0.0.1:0".into();
     config.pipeline.idle_close_secs = 2;
+    config.pipeline.site = SITE.into();
+    config.pipeline.stats_write_secs = 1;
+    let spool_max_bytes = config.spool.max_bytes;
     config.sinks = vec![SinkConfig::InfluxdbV1 {
         url: servers.influxdb_v1.clone(),
         database: database.clone(),
@@ -77,7 +84,8 @@ async fn every_panel_query_returns_data_from_real_influxdb() {
     // The predictor reads the raw readings only, beside ingest, as deployed.
     let predict_config = PredictToml::new(&servers, dir.path(), &format!("{topic_prefix}/raw/#"), &database).to_toml();
     let mut predict = tokio::task::block_in_place(|| {
-        let mut predict = GridcastProcess::start("predict", dir.path(), &predict_config, &[]);
+        let mut predict =
+            GridcastProcess::start("predict", dir.path(), &predict_config, &[("GRIDCAST_PREDICT__SITE", SITE)]);
         predict.wait_subscribed(1);
         predict
     });
@@ -100,8 +108,32 @@ async fn every_panel_query_returns_data_from_real_influxdb() {
         speedup: 0.0,
         ..PublishOptions::default()
     };
+    // Ingest's counters are in InfluxDB before anything is published, so
+    // the health panels see them move.
+    let (influx, db) = (servers.influxdb_v1.clone(), database.clone());
+    tokio::task::spawn_blocking(move || {
+        eventually(Duration::from_secs(30), "ingest's first counters line", || {
+            let q = format!(r#"SELECT count("readings") FROM "{INGEST_STATS}""#);
+            (!influxql_values(&influx, &db, &q).is_empty()).then_some(())
+        })
+    })
+    .await
+    .unwrap();
     publish(&options, readings, |_| {}).await.unwrap();
     publish_one_minute_records(&servers.mqtt.to_string(), &topic_prefix, &sensors, first_minute).await;
+    // One message that does not decode and one reading of a minute long
+    // written: ingest rejects the first and counts the second as late.
+    publish_bad_and_late(&servers.mqtt.to_string(), &topic_prefix, &sensors[0], first_minute).await;
+    // A deploy event as the agent writes it (its own line function), inside
+    // the range: the "Deploys and rollbacks" annotation.
+    let event = gridcast_agent::machine::Event {
+        kind: gridcast_agent::machine::EventKind::Rollback,
+        digest: "sha256:0123".into(),
+        reason: "error 2.1 of persistence's, against 0.8 before the switch".into(),
+    };
+    let deploy_ms = (first_minute as i64 + 300) * 1000;
+    let line = gridcast_agent::events::line("pi-1", &event, "v-test", deploy_ms);
+    support::influx_write(&servers.influxdb_v1, &database, std::str::from_utf8(&line).unwrap());
 
     let influx = servers.influxdb_v1.clone();
     let db = database.clone();
@@ -115,7 +147,10 @@ async fn every_panel_query_returns_data_from_real_influxdb() {
             let counts: BTreeMap<String, i64> =
                 series(&answer).iter().map(|s| (s.tag("source"), s.rows[0][1].as_i64().unwrap_or_default())).collect();
             let raw_windows = SENSORS as i64 * MINUTES as i64;
-            (counts.get("raw") == Some(&raw_windows) && counts.contains_key("one_minute")).then_some(())
+            let q = format!(r#"SELECT last("rejected_messages"), last("late_readings") FROM "{INGEST_STATS}""#);
+            let last = influxql_values(&influx, &db, &q);
+            let counted = last.first().is_some_and(|row| row[1].as_i64() == Some(1) && row[2].as_i64() == Some(1));
+            (counts.get("raw") == Some(&raw_windows) && counts.contains_key("one_minute") && counted).then_some(())
         })
     })
     .await
@@ -137,14 +172,22 @@ async fn every_panel_query_returns_data_from_real_influxdb() {
         first_minute as i64 * 1000,
         (first_minute as i64 + 60 * (MINUTES as i64 + 1)) * 1000
     );
-    let expand = |query: &str, sensor_regex: &str| {
+    // Ingest's counters are stamped with the wall clock, the meters' data
+    // with the sample's 2007 times: the health panels get a range of their
+    // own, and the `$__interval` Grafana gives a few minutes' range.
+    let expand_with = |query: &str, sensor_regex: &str, site_regex: &str| {
+        let (filter, interval) =
+            if query.contains(INGEST_STATS) { ("time > now() - 1h", "1s") } else { (time_filter.as_str(), INTERVAL) };
         query
-            .replace("$timeFilter", &time_filter)
-            .replace("$__interval", INTERVAL)
+            .replace("$timeFilter", filter)
+            .replace("$__interval", interval)
             .replace("/^$sensor$/", &format!("/^({sensor_regex})$/"))
+            .replace("/^$site$/", &format!("/^({site_regex})$/"))
     };
+    let expand = |query: &str, sensor_regex: &str| expand_with(query, sensor_regex, SITE);
     let mut checked = 0;
     let mut prediction_answers = BTreeMap::new();
+    let mut ingest_answers = BTreeMap::new();
     for (dashboard, queries) in dashboard_queries() {
         for q in queries {
             let query = expand(&q.query, &sensor_regex);
@@ -156,10 +199,12 @@ async fn every_panel_query_returns_data_from_real_influxdb() {
             checked += 1;
             if dashboard == PREDICTIONS_DASHBOARD {
                 prediction_answers.insert(q.what, answer);
+            } else {
+                ingest_answers.insert(q.what, answer);
             }
         }
     }
-    assert!(checked >= 21, "only {checked} queries found in the dashboards");
+    assert!(checked >= 32, "only {checked} queries found in the dashboards");
 
     // The predictions themselves: actuals are the published minutes' means.
     for r in &rows {
@@ -190,9 +235,21 @@ async fn every_panel_query_returns_data_from_real_influxdb() {
     }
     assert_eq!(minutes, expected.len(), "every published minute drawn once");
 
+    check_ingest_panels(&ingest_answers, spool_max_bytes);
+
+    // The site variable: All (`.*`) is every site, another site is nothing.
+    let mae_panel = panel_query(PREDICTIONS_DASHBOARD, "MAE", "A");
+    let all_sites = influxql_query(&servers.influxdb_v1, &database, &expand_with(&mae_panel, &sensor_regex, ".*"));
+    assert_close(
+        "MAE of every site",
+        single_value(&all_sites),
+        mean(&rows.iter().map(|r| r.abs_error).collect::<Vec<_>>()),
+    );
+    let other = influxql_query(&servers.influxdb_v1, &database, &expand_with(&mae_panel, &sensor_regex, "other-site"));
+    assert!(series(&other).is_empty(), "another site's MAE: {other}");
+
     // The sensor variable filters: one sensor's MAE is that sensor's own.
     let one = sensor_hex(&sensors[1]);
-    let mae_panel = panel_query(PREDICTIONS_DASHBOARD, "MAE", "A");
     let answer = influxql_query(&servers.influxdb_v1, &database, &expand(&mae_panel, &one));
     let own: Vec<f64> = rows.iter().filter(|r| r.sensor == one).map(|r| r.abs_error).collect();
     assert_eq!(own.len(), MINUTES - 1);
@@ -231,6 +288,48 @@ fn prediction_rows(url: &str, db: &str) -> Vec<Prediction> {
         .collect()
 }
 
+/// The ingest dashboard's per-phase and health panels: the one-minute
+/// records' constant voltage, current and power factor, the one rejected
+/// message and the one late reading, and the spool's limit.
+fn check_ingest_panels(answers: &BTreeMap<String, Value>, spool_max_bytes: u64) {
+    let answer = |title: &str| {
+        answers
+            .get(&panel_what(title, "A"))
+            .unwrap_or_else(|| panic!("{INGEST_DASHBOARD} has no panel {title:?} with query A"))
+    };
+    for (title, want) in [("Voltage per phase", 230.0), ("Current per phase", 2.0), ("Power factor per phase", 0.913)] {
+        let mut values = 0;
+        for s in series(answer(title)) {
+            for row in s.rows.iter().filter(|r| !r[1].is_null()) {
+                for value in &row[1..4] {
+                    assert_close(title, value.as_f64().unwrap(), want);
+                    values += 1;
+                }
+            }
+        }
+        assert_eq!(values, 3 * SENSORS as usize * ONE_MINUTE_RECORDS, "{title}: every phase of every record");
+    }
+    let column_sum = |title: &str, column: &str| -> f64 {
+        series(answer(title))
+            .iter()
+            .map(|s| {
+                let i = s.columns.iter().position(|c| c == column).unwrap_or_else(|| panic!("{title}: {column}"));
+                s.rows.iter().filter_map(|r| r[i].as_f64()).sum::<f64>()
+            })
+            .sum()
+    };
+    assert_eq!(column_sum("Rejected and late readings", "rejected messages"), 1.0);
+    assert_eq!(column_sum("Rejected and late readings", "late readings"), 1.0);
+    let limits: Vec<f64> = series(answer("Spool depth"))
+        .iter()
+        .flat_map(|s| {
+            let i = s.columns.iter().position(|c| c == "limit").unwrap();
+            s.rows.iter().map(move |r| r[i].as_f64().unwrap())
+        })
+        .collect();
+    assert!(!limits.is_empty() && limits.iter().all(|l| *l == spool_max_bytes as f64), "spool limit {limits:?}");
+}
+
 /// The prediction dashboard's values, each recomputed from the raw rows.
 fn check_prediction_panels(rows: &[Prediction], answers: &BTreeMap<String, Value>) {
     let answer = |title: &str, ref_id: &str| {
@@ -247,6 +346,27 @@ fn check_prediction_panels(rows: &[Prediction], answers: &BTreeMap<String, Value
     assert!(flagged > 0 && flagged < rows.len(), "{flagged} of {} mispredicted: the shares would not be tested", n);
     let abs: Vec<f64> = rows.iter().map(|r| r.abs_error).collect();
     let mae = mean(&abs);
+
+    // Mispredictions per hour add up to every flagged prediction.
+    let per_hour: f64 = series(answer("Mispredictions per hour", "A"))
+        .iter()
+        .flat_map(|s| s.rows.iter().map(|r| r[1].as_f64().unwrap()))
+        .sum();
+    assert_eq!(per_hour as usize, flagged, "mispredictions per hour, summed");
+
+    // The model annotation: each model at its first prediction.
+    let first_of = |model: &str| rows.iter().filter(|r| r.model == model).map(|r| r.time).min().unwrap();
+    let models: Vec<(i64, String)> = series(answers.get("annotation \"Model versions\"").expect("a model annotation"))
+        .iter()
+        .map(|s| (s.rows[0][0].as_i64().unwrap(), s.rows[0][2].as_str().unwrap().to_string()))
+        .collect();
+    assert!(!models.is_empty());
+    for (time, model) in &models {
+        assert_eq!(*time, first_of(model), "the annotation of model {model}");
+    }
+    let deploys = series(answers.get("annotation \"Deploys and rollbacks\"").expect("a deploy annotation"));
+    assert_eq!(deploys[0].rows.len(), 1, "the one deploy event");
+    assert_eq!(deploys[0].rows[0][3], "rollback", "{:?}", deploys[0].columns);
 
     // The stats.
     assert_close("MAE", single_value(answer("MAE", "A")), mae);
@@ -454,6 +574,12 @@ fn dashboard_queries() -> Vec<(String, Vec<Query>)> {
                 queries.push(Query { what, query: query.to_string() });
             }
         }
+        for annotation in dashboard["annotations"]["list"].as_array().into_iter().flatten() {
+            if let Some(query) = annotation["query"].as_str() {
+                let what = format!("annotation {:?}", annotation["name"].as_str().unwrap_or(""));
+                queries.push(Query { what, query: query.to_string() });
+            }
+        }
         for variable in dashboard["templating"]["list"].as_array().into_iter().flatten() {
             if let Some(query) = variable["query"].as_str() {
                 let what = format!("variable ${}", variable["name"].as_str().unwrap_or(""));
@@ -504,4 +630,26 @@ async fn publish_one_minute_records(broker: &str, topic_prefix: &str, sensors: &
         }
     }
     tokio::time::timeout(Duration::from_secs(20), driver).await.expect("one-minute records acknowledged").unwrap();
+}
+
+/// A message that is no meter payload, and a raw reading of `sensor` in the
+/// first minute (closed and written long before), on the raw topic.
+async fn publish_bad_and_late(broker: &str, topic_prefix: &str, sensor: &[u8; 12], first_minute: f64) {
+    let (host, port) = broker.rsplit_once(':').unwrap();
+    let mut options = MqttOptions::new(unique("dash-bad"), host, port.parse().unwrap());
+    options.set_keep_alive(Duration::from_secs(10));
+    let (client, mut eventloop) = AsyncClient::new(options, 10);
+    let driver = tokio::spawn(async move {
+        let mut acks = 0;
+        while acks < 2 {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
+                acks += 1;
+            }
+        }
+    });
+    let topic = format!("{topic_prefix}/raw/{}", sensor_hex(sensor));
+    client.publish(&topic, QoS::AtLeastOnce, false, vec![0xff, 0x00, 0x01]).await.unwrap();
+    let late = encode_raw(18, first_minute + 1.5, sensor, 0, [1_000_000; 3], [0; 3]);
+    client.publish(&topic, QoS::AtLeastOnce, false, late.to_vec()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), driver).await.expect("both acknowledged").unwrap();
 }

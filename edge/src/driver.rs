@@ -65,8 +65,12 @@ pub trait Consumer: Send + 'static {
     /// the service's own writes. Called once per step, in input order.
     fn on_closed(&mut self, closed: Vec<ClosedWindow>) -> Output<Self::Writes>;
 
-    /// The service's own event, between two steps.
-    fn on_event(&mut self, _event: Self::Event) {}
+    /// The service's own event, between two steps. What it returns (e.g.
+    /// ingest's own counters as line protocol) is committed on its own, in
+    /// one transaction, like a step.
+    fn on_event(&mut self, _event: Self::Event) -> Option<Output<Self::Writes>> {
+        None
+    }
 
     /// The step holding `writes` is durable (its messages are acked next).
     fn on_committed(&mut self, _writes: Self::Writes) {}
@@ -137,7 +141,11 @@ impl<C: Consumer> Driver<C> {
     /// Handle one input: for a batch, commit and then ack every message.
     pub async fn handle(&mut self, input: Input<C::Event>, acker: &impl Acker) -> anyhow::Result<()> {
         match input {
-            Input::Event(event) => self.consumer.on_event(event),
+            Input::Event(event) => {
+                if let Some(output) = self.consumer.on_event(event) {
+                    self.commit_output(output).await?;
+                }
+            }
             Input::Tick => {
                 let step = self.stage.on_tick(now_ms());
                 if !step.closed.is_empty() {
@@ -255,6 +263,26 @@ impl<C: Consumer> Driver<C> {
         Stats::add(&self.stats.windows_closed, closed_count);
         Stats::add(&self.stats.batches_committed, 1);
         self.stats.open_windows.store(self.stage.open_windows() as u64, std::sync::atomic::Ordering::Relaxed);
+        if has_points {
+            self.newest_points.send_modify(|n| *n += 1);
+        }
+        self.consumer.on_committed(writes);
+        Ok(())
+    }
+}
+
+impl<C: Consumer> Driver<C> {
+    /// Commit an event's output: its lines and writes, nothing of a step.
+    async fn commit_output(&mut self, output: Output<C::Writes>) -> anyhow::Result<()> {
+        let Output { lines, mut writes } = output;
+        let spool = self.spool.clone();
+        let has_points = !lines.is_empty();
+        let writes = tokio::task::spawn_blocking(move || -> anyhow::Result<C::Writes> {
+            let commit = Commit { journal: None, points: Some(&lines[..]), frontiers: &[], forget_journal_below: None };
+            spool.commit_with(commit, &mut writes)?;
+            Ok(writes)
+        })
+        .await??;
         if has_points {
             self.newest_points.send_modify(|n| *n += 1);
         }

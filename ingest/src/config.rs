@@ -66,8 +66,17 @@ pub struct PipelineConfig {
     pub idle_close_secs: u64,
     /// InfluxDB measurement the windows are written to.
     pub measurement: String,
+    /// Tag `site` on every window and counters line (the dashboards' site
+    /// variable); empty writes no such tag.
+    pub site: String,
     /// Seconds between the summary log lines.
     pub stats_interval_secs: u64,
+    /// Measurement of ingest's own counters, written through the sinks
+    /// (readings, rejected and late readings, spool depth: the ingest
+    /// dashboard's health row).
+    pub stats_measurement: String,
+    /// Seconds between two writes of those counters; 0 writes none.
+    pub stats_write_secs: u64,
 }
 
 impl Default for PipelineConfig {
@@ -77,7 +86,10 @@ impl Default for PipelineConfig {
             batch_linger_ms: 0,
             idle_close_secs: 300,
             measurement: "meter_window".into(),
+            site: String::new(),
             stats_interval_secs: 10,
+            stats_measurement: "gridcast_ingest_stats".into(),
+            stats_write_secs: 60,
         }
     }
 }

@@ -15,22 +15,34 @@
 //! which is exact for whole windows too (one part).
 
 use gridcast_core::window::{ClosedWindow, FieldStats};
+use gridcast_edge::stats::Snapshot;
 use influxdb_line_protocol::LineProtocolBuilder;
 
 /// Append one line per window to `buf`.
-/// `part` tags every line (the replica's name) when windows are partial.
-pub fn write_windows(measurement: &str, part: Option<&str>, windows: &[ClosedWindow], buf: Vec<u8>) -> Vec<u8> {
+/// The tags ingest adds to every window besides `sensor` and `source`.
+#[derive(Debug, Clone, Default)]
+pub struct ExtraTags {
+    /// The replica's name, when it writes partial windows.
+    pub part: Option<String>,
+    /// The configured site, if any.
+    pub site: Option<String>,
+}
+
+/// One line per window, with `tags` (in key order: part, sensor, site, source).
+pub fn write_windows(measurement: &str, tags: &ExtraTags, windows: &[ClosedWindow], buf: Vec<u8>) -> Vec<u8> {
     let mut builder = LineProtocolBuilder::new_with(buf);
     for window in windows {
         let line = builder.measurement(measurement);
-        let line = match part {
+        let line = match &tags.part {
             Some(part) => line.tag("part", part),
             None => line,
         };
-        let mut line = line
-            .tag("sensor", window.key.sensor.as_str())
-            .tag("source", window.key.source.name())
-            .field("readings", window.readings as i64);
+        let line = line.tag("sensor", window.key.sensor.as_str());
+        let line = match &tags.site {
+            Some(site) => line.tag("site", site),
+            None => line,
+        };
+        let mut line = line.tag("source", window.key.source.name()).field("readings", window.readings as i64);
         for (field, stats) in &window.fields {
             line = stat_fields(line, field.name(), stats);
         }
@@ -40,6 +52,46 @@ pub fn write_windows(measurement: &str, part: Option<&str>, windows: &[ClosedWin
         builder = line.timestamp(window.start_ms).close_line();
     }
     builder.build()
+}
+
+/// Ingest's own counters as one line (`[pipeline] stats_measurement`),
+/// written through the sinks beside the windows so a site's Grafana can
+/// draw ingest's health without Prometheus. Tags `instance` (the client id)
+/// and `site` (if configured);
+/// integer fields, each a running total since ingest started (queries take
+/// `non_negative_derivative` or `non_negative_difference`), except the
+/// spool's and the windows' current levels.
+pub fn write_stats(
+    measurement: &str,
+    (instance, site): (&str, Option<&str>),
+    stats: &Snapshot,
+    spool_waiting_bytes: u64,
+    spool_max_bytes: u64,
+    now_ms: i64,
+    buf: Vec<u8>,
+) -> Vec<u8> {
+    let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let line = LineProtocolBuilder::new_with(buf).measurement(measurement).tag("instance", instance);
+    let line = match site {
+        Some(site) => line.tag("site", site),
+        None => line,
+    };
+    line.field("messages", int(stats.messages))
+        .field("readings", int(stats.readings))
+        .field("late_readings", int(stats.late_readings))
+        .field("duplicate_readings", int(stats.duplicate_readings))
+        .field("rejected_messages", int(stats.decode_errors_total()))
+        .field("windows_closed", int(stats.windows_closed))
+        .field("open_windows", int(stats.open_windows))
+        .field("mqtt_reconnects", int(stats.mqtt_reconnects))
+        .field("sink_lines_written", int(stats.sinks.values().map(|s| s.lines_written).sum()))
+        .field("sink_retries", int(stats.sinks.values().map(|s| s.retries).sum()))
+        .field("spool_full_waits", int(stats.spool_full_waits))
+        .field("spool_waiting_bytes", int(spool_waiting_bytes))
+        .field("spool_max_bytes", int(spool_max_bytes))
+        .timestamp(now_ms)
+        .close_line()
+        .build()
 }
 
 type AfterField<B> = LineProtocolBuilder<B, influxdb_line_protocol::builder::AfterField>;
@@ -73,15 +125,26 @@ mod tests {
 
     #[test]
     fn a_whole_window_is_one_line_with_means_and_the_sums_queries_add_up() {
-        let text = String::from_utf8(write_windows("m", None, &[window()], Vec::new())).unwrap();
+        let text = String::from_utf8(write_windows("m", &ExtraTags::default(), &[window()], Vec::new())).unwrap();
         assert!(text.starts_with("m,sensor=s1,source=raw readings=360i,p_l1_mean=100.00138888888888"), "{text}");
         assert!(text.contains(",p_l1_sum=36000.5,p_l1_count=360i,"), "{text}");
         assert!(text.contains(",p_sum_sum=36000.5,p_sum_count=360i 60000\n"), "{text}");
     }
 
     #[test]
+    fn ingest_counters_are_one_line_of_integers_tagged_with_the_instance() {
+        let mut stats = Snapshot { readings: 720, late_readings: 2, open_windows: 3, ..Snapshot::default() };
+        stats.decode_errors.insert("bad_length", 4);
+        let text = String::from_utf8(write_stats("s", ("ingest-0", None), &stats, 10, 100, 5_000, Vec::new())).unwrap();
+        assert!(text.starts_with("s,instance=ingest-0 messages=0i,readings=720i,late_readings=2i,"), "{text}");
+        assert!(text.contains(",rejected_messages=4i,windows_closed=0i,open_windows=3i,"), "{text}");
+        assert!(text.ends_with(",spool_waiting_bytes=10i,spool_max_bytes=100i 5000\n"), "{text}");
+    }
+
+    #[test]
     fn a_partial_window_carries_its_part_tag_so_replicas_never_overwrite_each_other() {
-        let text = String::from_utf8(write_windows("m", Some("ingest-0"), &[window()], Vec::new())).unwrap();
-        assert!(text.starts_with("m,part=ingest-0,sensor=s1,source=raw readings=360i,"), "{text}");
+        let tags = ExtraTags { part: Some("ingest-0".into()), site: Some("plant 2".into()) };
+        let text = String::from_utf8(write_windows("m", &tags, &[window()], Vec::new())).unwrap();
+        assert!(text.starts_with("m,part=ingest-0,sensor=s1,site=plant\\ 2,source=raw readings=360i,"), "{text}");
     }
 }

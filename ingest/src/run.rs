@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::IngestConfig;
-use crate::line;
+use crate::line::{self, ExtraTags};
 
 /// Where the demo store goes when no sink is configured.
 pub const DEFAULT_LINES_DIR: &str = "./data/lines";
@@ -39,19 +39,45 @@ pub struct Ingest {
     service: Service,
 }
 
-/// Ingest's consumer: closed windows as line protocol for the sinks.
+/// Ingest's consumer: closed windows as line protocol for the sinks, and
+/// its own counters when it is time to write them.
 struct WindowLines {
     measurement: String,
-    /// The `part` tag when this replica sees only part of each window.
-    part: Option<String>,
+    /// `part` when this replica sees only part of each window; `site`.
+    tags: ExtraTags,
+    stats: StatsLines,
 }
 
+/// What ingest's counters line needs.
+struct StatsLines {
+    measurement: String,
+    /// Tag `instance`: the MQTT client id, unique per replica.
+    instance: String,
+    stats: Arc<Stats>,
+    spool: Arc<Spool>,
+}
+
+/// Ingest's own event: time to write its counters.
+struct WriteStats;
+
 impl Consumer for WindowLines {
-    type Event = std::convert::Infallible;
+    type Event = WriteStats;
     type Writes = ();
 
     fn on_closed(&mut self, closed: Vec<ClosedWindow>) -> Output<()> {
-        Output { lines: line::write_windows(&self.measurement, self.part.as_deref(), &closed, Vec::new()), writes: () }
+        Output { lines: line::write_windows(&self.measurement, &self.tags, &closed, Vec::new()), writes: () }
+    }
+
+    fn on_event(&mut self, WriteStats: WriteStats) -> Option<Output<()>> {
+        let s = &self.stats;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let snapshot = s.stats.snapshot();
+        let (waiting, max) = (s.spool.waiting_bytes(), s.spool.max_bytes());
+        let site = self.tags.site.as_deref();
+        let lines = line::write_stats(&s.measurement, (&s.instance, site), &snapshot, waiting, max, now_ms, Vec::new());
+        Some(Output { lines, writes: () })
     }
 }
 
@@ -86,7 +112,14 @@ impl Ingest {
                  a minute's mean is sum(\"x_sum\") / sum(\"x_count\") over its parts"
             );
         }
-        let consumer = WindowLines { measurement: config.pipeline.measurement.clone(), part };
+        let stats_lines = StatsLines {
+            measurement: config.pipeline.stats_measurement.clone(),
+            instance: config.mqtt.client_id.clone(),
+            stats: stats.clone(),
+            spool: spool.clone(),
+        };
+        let tags = ExtraTags { part, site: Some(config.pipeline.site.clone()).filter(|s| !s.is_empty()) };
+        let consumer = WindowLines { measurement: config.pipeline.measurement.clone(), tags, stats: stats_lines };
         let rejected_log = Some(config.spool.dir.join("rejected").join("messages.jsonl"));
         let mut driver = Driver::new(stage, consumer, spool.clone(), stats.clone(), newest_tx, rejected_log);
         driver.recover().await?;
@@ -114,11 +147,15 @@ impl Ingest {
             max_messages: config.pipeline.batch_max_messages,
             linger: Duration::from_millis(config.pipeline.batch_linger_ms),
         };
-        // Ingest has no events of its own: a closed channel.
-        let (_, no_events) = mpsc::channel(1);
+        // Ingest's one event: write its counters, every stats_write_secs.
+        let (events_tx, events) = mpsc::channel(1);
+        if config.pipeline.stats_write_secs > 0 {
+            let every = Duration::from_secs(config.pipeline.stats_write_secs);
+            tokio::spawn(send_write_stats(events_tx, every, shutdown.driver.clone()));
+        }
         running.store(true, Ordering::Relaxed);
         let on_driver_end = move || running.store(false, Ordering::Relaxed);
-        let service = launch(&config.mqtt, driver, no_events, batching, shutdown, helpers, on_driver_end);
+        let service = launch(&config.mqtt, driver, events, batching, shutdown, helpers, on_driver_end);
         Ok(Ingest { stats, spool, http_addr, service })
     }
 
@@ -167,6 +204,22 @@ impl Exposition for IngestExposition {
 /// The configured sinks, or the line-protocol folder when there are none.
 pub fn effective_sinks(config: &IngestConfig) -> Vec<SinkConfig> {
     SinkConfig::or_file(&config.sinks, Path::new(DEFAULT_LINES_DIR))
+}
+
+/// Ask the driver to write ingest's counters every `every` (first after one
+/// period); a slow driver skips ticks rather than queueing them.
+async fn send_write_stats(events: mpsc::Sender<WriteStats>, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(mpsc::error::TrySendError::Closed(_)) = events.try_send(WriteStats) {
+            return;
+        }
+    }
 }
 
 async fn log_summaries(stats: Arc<Stats>, spool: Arc<Spool>, every: Duration, shutdown: CancellationToken) {

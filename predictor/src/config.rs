@@ -82,6 +82,9 @@ pub struct PredictSection {
     pub model_poll_secs: u64,
     /// InfluxDB measurement of predictions, actuals and errors.
     pub measurement: String,
+    /// Tag `site` on every prediction line (the dashboards' site variable);
+    /// empty writes no such tag.
+    pub site: String,
     /// Close a sensor's open interval when it has sent nothing for this long.
     pub idle_close_secs: u64,
     /// Most MQTT messages processed (and acknowledged) together.
@@ -102,6 +105,7 @@ impl Default for PredictSection {
             model: "models/default.gcm".into(),
             model_poll_secs: 5,
             measurement: "gridcast_prediction".into(),
+            site: String::new(),
             idle_close_secs: 300,
             batch_max_messages: 4096,
             batch_linger_ms: 0,

@@ -169,6 +169,8 @@ struct Forecasting {
     /// Tells the uploader that triplets were spooled.
     wake: Arc<Notify>,
     measurement: String,
+    /// Tag `site` on every prediction line, when configured.
+    site: Option<String>,
     width_ms: i64,
 }
 
@@ -224,6 +226,7 @@ impl Forecasting {
             metrics,
             wake,
             measurement: config.predict.measurement.clone(),
+            site: Some(config.predict.site.clone()).filter(|s| !s.is_empty()),
             width_ms: config.predict.interval_secs as i64 * 1000,
         })
     }
@@ -274,7 +277,7 @@ impl Consumer for Forecasting {
                     absolute_actual_w += j.actual.abs();
                     persistence_error_w += (persistence - j.actual).abs();
                 }
-                builder = prediction_line(builder, &self.measurement, sensor, j);
+                builder = prediction_line(builder, &self.measurement, self.site.as_deref(), sensor, j);
                 if j.verdict.mispredicted {
                     triplets.push(Forecaster::triplet(sensor, j, model, self.width_ms, self.judge.rule().name()));
                 }
@@ -306,7 +309,7 @@ impl Consumer for Forecasting {
     }
 
     /// A new model, between two batches; rebuild feature states if needed.
-    fn on_event(&mut self, model: Arc<LoadedModel>) {
+    fn on_event(&mut self, model: Arc<LoadedModel>) -> Option<Output<ForecastWrites>> {
         let same_spec = model.model.meta.feature_spec == self.model.model.meta.feature_spec;
         if !same_spec {
             for f in self.forecasters.values_mut() {
@@ -317,6 +320,7 @@ impl Consumer for Forecasting {
         self.metrics.set_model_version(&model.version);
         Metrics::inc(&self.metrics.model_reloads);
         self.model = model;
+        None
     }
 
     fn on_committed(&mut self, writes: ForecastWrites) {
@@ -345,12 +349,16 @@ impl Consumer for Forecasting {
 fn prediction_line(
     builder: LineProtocolBuilder<Vec<u8>>,
     measurement: &str,
+    site: Option<&str>,
     sensor: &str,
     j: &Judged,
 ) -> LineProtocolBuilder<Vec<u8>> {
-    builder
-        .measurement(measurement)
-        .tag("sensor", sensor)
+    let line = builder.measurement(measurement);
+    let line = match site {
+        Some(site) => line.tag("site", site),
+        None => line,
+    };
+    line.tag("sensor", sensor)
         .tag("model", &j.pending.model_version[..j.pending.model_version.len().min(16)])
         .field("predicted", j.pending.predicted)
         .field("actual", j.actual)

@@ -167,19 +167,26 @@ async fn events_are_handled_between_batches_in_arrival_order() {
             }
             Output { lines: Vec::new(), writes: () }
         }
-        fn on_event(&mut self, event: &'static str) {
+        fn on_event(&mut self, event: &'static str) -> Option<Output<()>> {
             self.0.push(event);
+            // An event may have lines of its own (ingest's counters).
+            (event == "stats").then(|| Output { lines: b"stats n=1i 1\n".to_vec(), writes: () })
         }
     }
     let dir = tempfile::tempdir().unwrap();
-    let spool = Arc::new(Spool::open(dir.path(), u64::MAX, &[]).unwrap());
-    let (newest, _) = watch::channel(0);
+    let spool = Arc::new(Spool::open(dir.path(), u64::MAX, &["sink".into()]).unwrap());
+    let (newest, newest_rx) = watch::channel(0);
     let mut driver = Driver::new(stage_config(), Order::default(), spool.clone(), Arc::default(), newest, None);
-    let acker = Recorder { spool, acks: Arc::default() };
+    let acker = Recorder { spool: spool.clone(), acks: Arc::default() };
     driver.handle(Input::Batch(vec![publish("a", T0, 1.0)]), &acker).await.unwrap();
     driver.handle(Input::Event("model swap"), &acker).await.unwrap();
+    assert!(spool.pending_points("sink", 10).unwrap().is_empty(), "an event without lines commits nothing");
+    driver.handle(Input::Event("stats"), &acker).await.unwrap();
+    let pending = spool.pending_points("sink", 10).unwrap();
+    assert_eq!(pending.iter().map(|(_, l)| &l[..]).collect::<Vec<_>>(), [&b"stats n=1i 1\n"[..]]);
+    assert_eq!(*newest_rx.borrow(), 1, "the sinks are told");
     driver.handle(Input::Batch(vec![publish("a", T0 + 70_000, 1.0)]), &acker).await.unwrap();
-    assert_eq!(driver.consumer().0, vec!["model swap", "closed"]);
+    assert_eq!(driver.consumer().0, vec!["model swap", "stats", "closed"]);
     let _ = Source::Raw;
 }
 

@@ -318,8 +318,8 @@ fn check_ingest_panels(answers: &BTreeMap<String, Value>, spool_max_bytes: u64) 
             })
             .sum()
     };
-    assert_eq!(column_sum("Rejected and late readings", "rejected messages"), 1.0);
-    assert_eq!(column_sum("Rejected and late readings", "late readings"), 1.0);
+    assert_eq!(column_sum("Rejected, late and refused readings", "rejected messages"), 1.0);
+    assert_eq!(column_sum("Rejected, late and refused readings", "late readings"), 1.0);
     let limits: Vec<f64> = series(answer("Spool depth"))
         .iter()
         .flat_map(|s| {

@@ -142,18 +142,22 @@ fn run(kill_one: bool) {
 
     let (first, last) = (expected.keys().map(|k| k.1).min().unwrap(), expected.keys().map(|k| k.1).max().unwrap());
     let url = servers.influxdb_v1.clone();
-    let minutes = {
-        let replicas = &mut replicas;
-        eventually(Duration::from_secs(90), "every minute of every sensor complete in InfluxDB", || {
-            for replica in replicas.iter_mut() {
-                replica.process.assert_running();
-            }
-            let minutes = combined_minutes(&url, &measurement, first, last + 60_000);
-            let complete = minutes.len() == expected.len() && minutes.values().all(|m| m.readings >= 720);
-            complete.then_some(minutes)
-        })
-    };
-    check(&minutes, &expected);
+    // InfluxDB 1.x stores a point's fields one by one: a query racing a
+    // write can see its `readings` and not yet its sums. So wait until the
+    // answer is right (every minute, every field), and only on a timeout
+    // fail with what is wrong.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        for replica in replicas.iter_mut() {
+            replica.process.assert_running();
+        }
+        let minutes = combined_minutes(&url, &measurement, first, last + 60_000);
+        match check(&minutes, &expected) {
+            Ok(()) => break,
+            Err(wrong) if std::time::Instant::now() > deadline => panic!("after 90 s: {wrong}"),
+            Err(_) => thread::sleep(Duration::from_millis(200)),
+        }
+    }
 
     // Both replicas wrote parts, and every minute was split between them.
     let parts = parts_per_minute(&url, &measurement);
@@ -198,16 +202,25 @@ fn combined_minutes(url: &str, measurement: &str, from_ms: i64, to_ms: i64) -> B
     minutes
 }
 
-fn check(minutes: &BTreeMap<(String, i64), Minute>, expected: &Expected) {
-    assert_eq!(minutes.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>(), "the minutes in InfluxDB");
+/// Every expected minute and no other, with all its readings and the
+/// published means; the first difference otherwise.
+fn check(minutes: &BTreeMap<(String, i64), Minute>, expected: &Expected) -> Result<(), String> {
+    if !minutes.keys().eq(expected.keys()) {
+        return Err(format!("{} minutes in InfluxDB, {} expected", minutes.len(), expected.len()));
+    }
     for (key, want) in expected {
         let got = &minutes[key];
-        assert_eq!(got.readings, want.readings, "{key:?}: readings, the parts added up");
+        if got.readings != want.readings {
+            return Err(format!("{key:?}: {} readings, the parts added up; {} expected", got.readings, want.readings));
+        }
         let want_means = [want.p_mean[0], want.p_mean[1], want.p_mean[2], want.p_sum_mean, want.q_mean[0]];
         for (name, (g, w)) in ["p_l1", "p_l2", "p_l3", "p_sum", "q_l1"].iter().zip(got.means.iter().zip(want_means)) {
-            assert!(close(*g, w, TOLERANCE), "{key:?} {name}: got {g}, expected {w}");
+            if !close(*g, w, TOLERANCE) {
+                return Err(format!("{key:?} {name}: got {g}, expected {w}"));
+            }
         }
     }
+    Ok(())
 }
 
 /// The `part` tags that wrote each (sensor, minute).

@@ -80,7 +80,7 @@ pub struct ContainerSection {
     /// so the next image resumes it.
     pub binds: Vec<String>,
     /// `KEY=VALUE` for the predictor (e.g. `GRIDCAST_UPLOAD__DEVICE=pi-17`).
-    pub env: Vec<String>,
+    pub env: gridcast_edge::secret::EnvList,
     /// Arguments after the image's entrypoint; empty keeps the image's Cmd.
     pub command: Vec<String>,
     /// The predictor's `/health` and `/metrics`, as the agent reaches them.
@@ -96,7 +96,7 @@ impl Default for ContainerSection {
             name: "gridcast-predict".into(),
             network: "host".into(),
             binds: vec!["/var/lib/gridcast:/var/lib/gridcast".into()],
-            env: vec![],
+            env: gridcast_edge::secret::EnvList::default(),
             command: vec![],
             health_url: "http://127.0.0.1:9464/health".into(),
             metrics_url: "http://127.0.0.1:9464/metrics".into(),
@@ -154,7 +154,7 @@ impl ServiceConfig for AgentConfig {
         if !(self.soak.max_error_ratio.is_finite() && self.soak.max_error_ratio >= 1.0) {
             anyhow::bail!("[soak] max_error_ratio must be a number >= 1 (1.5: up to 50% worse is accepted)");
         }
-        for env in &self.container.env {
+        for env in self.container.env.iter() {
             if !env.contains('=') {
                 anyhow::bail!("[container] env entry {env:?} is not KEY=VALUE");
             }

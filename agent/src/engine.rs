@@ -111,7 +111,7 @@ impl Engine {
         };
         let body = ContainerCreateBody {
             image: Some(format!("{repository}@{digest}")),
-            env: Some(self.spec.env.clone()),
+            env: Some(self.spec.env.to_vec()),
             cmd: (!self.spec.command.is_empty()).then(|| self.spec.command.clone()),
             labels: Some(HashMap::from([(LABEL_DIGEST.to_owned(), digest.to_owned())])),
             stop_timeout: Some(self.spec.stop_timeout_secs as i64),

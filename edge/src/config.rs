@@ -22,6 +22,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::secret::Secret;
+
 /// A service's whole configuration, as [`load`] reads it.
 pub trait ServiceConfig: Serialize + DeserializeOwned + Default {
     /// Checks serde cannot express: values that parse but cannot work.
@@ -47,7 +49,7 @@ pub fn load<C: ServiceConfig>(path: Option<&Path>) -> anyhow::Result<C> {
 /// with a file, `value` becomes the file's contents, trailing newlines
 /// trimmed. Both set, an unreadable file or an empty one are errors naming
 /// `key` (e.g. `[mqtt] password`) and the path.
-pub fn resolve_secret(key: &str, value: &mut Option<String>, file: Option<&Path>) -> Result<(), String> {
+pub fn resolve_secret(key: &str, value: &mut Option<Secret>, file: Option<&Path>) -> Result<(), String> {
     let Some(path) = file else { return Ok(()) };
     if value.is_some() {
         return Err(format!("{key} and {key}_file are both set: keep one (the file is {})", path.display()));
@@ -58,7 +60,7 @@ pub fn resolve_secret(key: &str, value: &mut Option<String>, file: Option<&Path>
     if secret.is_empty() {
         return Err(format!("{key}_file: {} is empty", path.display()));
     }
-    *value = Some(secret.to_string());
+    *value = Some(Secret::new(secret));
     Ok(())
 }
 
@@ -87,7 +89,7 @@ pub struct MqttConfig {
     pub username: Option<String>,
     /// Optional password (prefer the GRIDCAST_MQTT__PASSWORD variable, or
     /// `password_file`).
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// A file holding the password (trailing newline trimmed), read at load
     /// time; not together with `password`. With systemd's `LoadCredential=`:
     /// `GRIDCAST_MQTT__PASSWORD_FILE=%d/mqtt-password` in the unit.
@@ -96,6 +98,13 @@ pub struct MqttConfig {
     pub reconnect_min_ms: u64,
     /// Largest reconnect delay, in milliseconds.
     pub reconnect_max_ms: u64,
+    /// Largest MQTT packet read (or sent). A larger one cannot be read, so
+    /// it cannot be acknowledged either, and the broker would send it again
+    /// after every reconnect: keep the broker's own limit below this
+    /// (Mosquitto `max_packet_size`, set to 16 MiB in our mosquitto.conf).
+    /// Payloads up to this size are read and judged by `[decode]
+    /// max_payload_bytes`.
+    pub max_packet_bytes: usize,
     /// How the broker dispatches a `$share/<group>/...` subscription among
     /// the group's members: `round_robin` (Mosquitto's only strategy, and
     /// the default of most brokers: one meter's minute is split across
@@ -130,6 +139,7 @@ impl Default for MqttConfig {
             password_file: None,
             reconnect_min_ms: 200,
             reconnect_max_ms: 30_000,
+            max_packet_bytes: 32 << 20,
             shared_dispatch: SharedDispatch::RoundRobin,
         }
     }
@@ -158,6 +168,9 @@ impl MqttConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.topics.is_empty() {
             anyhow::bail!("invalid [mqtt] section: topics is empty, so nothing would be read");
+        }
+        if self.max_packet_bytes < 1024 {
+            anyhow::bail!("invalid [mqtt] section: max_packet_bytes must be at least 1024");
         }
         for topic in &self.topics {
             if topic.starts_with("$share/") && shared_group(topic).is_none() {
@@ -260,12 +273,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = secret_file(dir.path(), "mqtt-password", "s3cret pass\n");
         let config = load_with(&format!("[mqtt]\nusername = \"u\"\npassword_file = {:?}\n", path), &[]).unwrap();
-        assert_eq!(config.mqtt.password.as_deref(), Some("s3cret pass"));
+        assert_eq!(config.mqtt.password.as_ref().map(Secret::expose), Some("s3cret pass"));
         assert_eq!(config.mqtt.password_file.as_deref(), Some(path.as_path()));
         // CRLF too, and only the end: inner whitespace is the secret's.
         let path = secret_file(dir.path(), "crlf", " a b \r\n");
         let config = load_with(&format!("[mqtt]\npassword_file = {:?}\n", path), &[]).unwrap();
-        assert_eq!(config.mqtt.password.as_deref(), Some(" a b "));
+        assert_eq!(config.mqtt.password.as_ref().map(Secret::expose), Some(" a b "));
     }
 
     #[test]
@@ -273,7 +286,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = secret_file(dir.path(), "mqtt-password", "from-credential\n");
         let config = load_with("", &[("GRIDCAST_MQTT__PASSWORD_FILE", path.to_str().unwrap())]).unwrap();
-        assert_eq!(config.mqtt.password.as_deref(), Some("from-credential"));
+        assert_eq!(config.mqtt.password.as_ref().map(Secret::expose), Some("from-credential"));
     }
 
     #[test]
@@ -290,8 +303,8 @@ mod tests {
         let config = load_with(&text, &[]).unwrap();
         match &config.sinks[..] {
             [SinkConfig::InfluxdbV2 { token, .. }, SinkConfig::InfluxdbV1 { password, .. }] => {
-                assert_eq!(token.as_deref(), Some("token-secret"));
-                assert_eq!(password.as_deref(), Some("v1-secret"));
+                assert_eq!(token.as_ref().map(Secret::expose), Some("token-secret"));
+                assert_eq!(password.as_ref().map(Secret::expose), Some("v1-secret"));
             }
             other => panic!("unexpected sinks {other:?}"),
         }
@@ -304,9 +317,12 @@ mod tests {
         // ... and it loads again, reading the files again.
         let again: Secrets = Figment::from(Serialized::defaults(&config)).extract().unwrap();
         assert_eq!(again, config);
-        // An inline secret is still printed, as before.
-        let inline = load_with("[mqtt]\npassword = \"inline\"\n", &[]).unwrap();
-        assert!(serde_json::to_string(&inline).unwrap().contains("inline"));
+        // An inline secret prints as ***, never as itself.
+        let inline = load_with("[mqtt]\npassword = \"inline-secret\"\n", &[]).unwrap();
+        assert_eq!(inline.mqtt.password.as_ref().map(Secret::expose), Some("inline-secret"));
+        let printed = serde_json::to_string(&inline).unwrap();
+        assert!(!printed.contains("inline-secret") && printed.contains(r#""password":"***""#), "{printed}");
+        assert!(!format!("{inline:?}").contains("inline-secret"));
     }
 
     #[test]

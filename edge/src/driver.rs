@@ -215,6 +215,12 @@ impl<C: Consumer> Driver<C> {
         Stats::add(&self.stats.readings, c.accepted);
         Stats::add(&self.stats.late_readings, c.late);
         Stats::add(&self.stats.duplicate_readings, c.duplicate);
+        Stats::add(&self.stats.key_limit_readings, c.key_limit);
+        if let Some(key) = &step.first_refused_key {
+            tracing::warn!(sensor = %key.sensor, source = %key.source, refused_in_batch = c.key_limit,
+                max_keys = self.stage.max_keys(),
+                "reading of a new sensor refused: [window] max_keys sensors are kept already; counted, not merged");
+        }
         if let Some(late) = &step.first_late {
             tracing::warn!(sensor = %late.key.sensor, ts_ms = late.ts_ms, window_start_ms = late.window_start_ms,
                 closed_until_ms = late.closed_until_ms, topic = %batch[late.index].topic, late_in_batch = c.late,
@@ -343,13 +349,21 @@ async fn linger(publishes: &mut mpsc::Receiver<Publish>, batch: &mut Vec<Publish
 /// A message we could not decode, as kept in `rejected/messages.jsonl`.
 struct RejectedRecord(serde_json::Value);
 
+/// Most payload bytes a rejected record keeps: an oversized message is kept
+/// by its start (enough to recognise the sender), so a flood of them cannot
+/// fill the disk at the size they were sent.
+const REJECTED_KEEP_BYTES: usize = 64 << 10;
+
 impl RejectedRecord {
     fn new(publish: &Publish, error: &str) -> RejectedRecord {
-        let payload_hex: String = publish.payload.iter().map(|b| format!("{b:02x}")).collect();
+        let kept = &publish.payload[..publish.payload.len().min(REJECTED_KEEP_BYTES)];
+        let payload_hex: String = kept.iter().map(|b| format!("{b:02x}")).collect();
         RejectedRecord(serde_json::json!({
             "at_ms": now_ms(),
             "topic": publish.topic,
             "error": error,
+            "payload_bytes": publish.payload.len(),
+            "payload_truncated": kept.len() < publish.payload.len(),
             "payload_hex": payload_hex,
         }))
     }

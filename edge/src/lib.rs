@@ -16,6 +16,7 @@ pub mod backoff;
 pub mod config;
 pub mod driver;
 pub mod http;
+pub mod secret;
 pub mod service;
 pub mod sinks;
 pub mod source;

@@ -69,6 +69,8 @@ pub struct Step {
     pub counts: Counts,
     /// The first late reading of the batch, for one log line per batch.
     pub first_late: Option<LateReading>,
+    /// The first key refused at `max_keys` in the batch, likewise.
+    pub first_refused_key: Option<WindowKey>,
 }
 
 /// A payload that did not decode.
@@ -86,6 +88,8 @@ pub struct Counts {
     pub accepted: u64,
     pub late: u64,
     pub duplicate: u64,
+    /// Readings of a new key refused at [`WindowConfig::max_keys`].
+    pub key_limit: u64,
     /// Readings of another source than [`StageConfig::only`]: not this
     /// service's to window.
     pub other_source: u64,
@@ -170,6 +174,7 @@ impl Stage {
         let mut counts = Counts::default();
         let mut rejects = Vec::new();
         let mut first_late = None;
+        let mut first_refused_key = None;
         for (index, payload) in payloads.enumerate() {
             counts.messages += 1;
             self.readings.clear();
@@ -185,6 +190,13 @@ impl Stage {
                 match self.windows.push(reading, seq, now_ms) {
                     Push::Accepted => counts.accepted += 1,
                     Push::Duplicate => counts.duplicate += 1,
+                    Push::KeyLimit => {
+                        counts.key_limit += 1;
+                        first_refused_key.get_or_insert_with(|| WindowKey {
+                            sensor: reading.sensor.clone(),
+                            source: reading.source,
+                        });
+                    }
                     Push::Late { window_start_ms, closed_until_ms } => {
                         counts.late += 1;
                         first_late.get_or_insert_with(|| LateReading {
@@ -202,6 +214,7 @@ impl Stage {
         step.counts = counts;
         step.rejects = rejects;
         step.first_late = first_late;
+        step.first_refused_key = first_refused_key;
         step
     }
 
@@ -215,6 +228,11 @@ impl Stage {
     /// Windows open now.
     pub fn open_windows(&self) -> usize {
         self.windows.open_windows()
+    }
+
+    /// The configured most keys (`[window] max_keys`).
+    pub fn max_keys(&self) -> usize {
+        self.windows.config().max_keys
     }
 
     /// The sequence number the next batch's journal entry gets.

@@ -14,6 +14,8 @@ pub struct Stats {
     pub readings: AtomicU64,
     pub late_readings: AtomicU64,
     pub duplicate_readings: AtomicU64,
+    /// Readings of a new sensor refused at `[window] max_keys`.
+    pub key_limit_readings: AtomicU64,
     pub windows_closed: AtomicU64,
     pub batches_committed: AtomicU64,
     pub mqtt_reconnects: AtomicU64,
@@ -42,6 +44,7 @@ pub struct Snapshot {
     pub readings: u64,
     pub late_readings: u64,
     pub duplicate_readings: u64,
+    pub key_limit_readings: u64,
     pub windows_closed: u64,
     pub batches_committed: u64,
     pub mqtt_reconnects: u64,
@@ -117,6 +120,12 @@ impl Stats {
             "counter",
             s.duplicate_readings,
         );
+        metric(
+            "stage_key_limit_readings_total",
+            "Readings of a new sensor refused because [window] max_keys sensors are kept already.",
+            "counter",
+            s.key_limit_readings,
+        );
         metric("stage_windows_closed_total", "Windows closed.", "counter", s.windows_closed);
         metric(
             "stage_batches_committed_total",
@@ -163,6 +172,7 @@ impl Stats {
             readings: get(&self.readings),
             late_readings: get(&self.late_readings),
             duplicate_readings: get(&self.duplicate_readings),
+            key_limit_readings: get(&self.key_limit_readings),
             windows_closed: get(&self.windows_closed),
             batches_committed: get(&self.batches_committed),
             mqtt_reconnects: get(&self.mqtt_reconnects),

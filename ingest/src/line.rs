@@ -80,6 +80,7 @@ pub fn write_stats(
         .field("readings", int(stats.readings))
         .field("late_readings", int(stats.late_readings))
         .field("duplicate_readings", int(stats.duplicate_readings))
+        .field("key_limit_readings", int(stats.key_limit_readings))
         .field("rejected_messages", int(stats.decode_errors_total()))
         .field("windows_closed", int(stats.windows_closed))
         .field("open_windows", int(stats.open_windows))

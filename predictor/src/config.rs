@@ -158,7 +158,7 @@ pub struct UploadConfig {
     /// Store options on top of the environment, by object_store's config
     /// key names, e.g. `aws_endpoint = "http://127.0.0.1:9000"`,
     /// `aws_allow_http = "true"`, `azure_storage_use_emulator = "true"`.
-    pub options: std::collections::BTreeMap<String, String>,
+    pub options: gridcast_edge::secret::StoreOptions,
 }
 
 impl Default for UploadConfig {

@@ -83,6 +83,9 @@ fn looks_like_xgboost_json(bytes: &[u8]) -> bool {
     head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') && head.windows(9).any(|w| w == b"\"learner\"")
 }
 
+/// The largest model file read: 100 times the shipped model (0.6 MB).
+pub const MAX_MODEL_BYTES: u64 = 64 << 20;
+
 /// Where to read the model from.
 pub enum ModelSource {
     File(std::path::PathBuf),
@@ -123,10 +126,36 @@ impl ModelSource {
         }
     }
 
+    /// The model's bytes, refused unread when the source says it is larger
+    /// than [`MAX_MODEL_BYTES`] (a model of a gigabyte is a mistake or an
+    /// attack; reading it could take the device's memory).
     async fn read(&self) -> anyhow::Result<Vec<u8>> {
+        let too_large = |bytes: u64| {
+            anyhow::anyhow!("the model is {bytes} bytes, over the limit of {MAX_MODEL_BYTES}: refused unread")
+        };
         match self {
-            ModelSource::File(p) => Ok(tokio::fs::read(p).await?),
-            ModelSource::Object { store, path, .. } => Ok(store.get(path).await?.bytes().await?.to_vec()),
+            ModelSource::File(p) => {
+                use tokio::io::AsyncReadExt;
+                let file = tokio::fs::File::open(p).await?;
+                let len = file.metadata().await?.len();
+                if len > MAX_MODEL_BYTES {
+                    return Err(too_large(len));
+                }
+                // The file may grow while it is read: never read past the limit.
+                let mut bytes = Vec::with_capacity(len as usize);
+                file.take(MAX_MODEL_BYTES + 1).read_to_end(&mut bytes).await?;
+                if bytes.len() as u64 > MAX_MODEL_BYTES {
+                    return Err(too_large(bytes.len() as u64));
+                }
+                Ok(bytes)
+            }
+            ModelSource::Object { store, path, .. } => {
+                let object = store.get(path).await?;
+                if object.meta.size > MAX_MODEL_BYTES {
+                    return Err(too_large(object.meta.size));
+                }
+                Ok(object.bytes().await?.to_vec())
+            }
         }
     }
 
@@ -271,5 +300,16 @@ mod tests {
             gridcast_core::model::xgboost::import_json(json, gridcast_core::features::TargetKind::Level).unwrap();
         let err = load_model(&unmapped.to_bytes(), 10).unwrap_err().to_string();
         assert!(err.contains("no feature map") && err.contains("import-xgboost"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_model_file_of_a_gigabyte_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.gcm");
+        // Sparse: a gigabyte on paper, nothing on the disk.
+        std::fs::File::create(&path).unwrap().set_len(1 << 30).unwrap();
+        let source = ModelSource::parse(path.to_str().unwrap()).unwrap();
+        let err = source.load(60).await.unwrap_err().to_string();
+        assert!(err.contains("1073741824 bytes, over the limit of 67108864"), "{err}");
     }
 }

@@ -96,6 +96,7 @@ impl Predictor {
             window: WindowConfig {
                 width_secs: config.predict.interval_secs,
                 lateness_secs: config.predict.lateness_secs,
+                ..WindowConfig::default()
             },
             only: Some(config.predict.source),
             idle_close_ms: (config.predict.idle_close_secs as i64).saturating_mul(1000),

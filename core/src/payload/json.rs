@@ -50,10 +50,19 @@ impl Default for JsonFormat {
     }
 }
 
-pub(super) fn decode(format: &JsonFormat, payload: &[u8], out: &mut Vec<Reading>) -> Result<(), DecodeError> {
+/// Decode one object or an array of at most `max_readings` objects; an
+/// array stops being read at the first reading over the limit.
+pub(super) fn decode(
+    format: &JsonFormat,
+    max_readings: usize,
+    payload: &[u8],
+    out: &mut Vec<Reading>,
+) -> Result<(), DecodeError> {
     let mut failure = None;
     let mut de = serde_json::Deserializer::from_slice(payload);
-    let walked = Payload { format, out, failure: &mut failure }.deserialize(&mut de).and_then(|()| de.end());
+    let walked = Payload { format, max_readings, start: out.len(), out, failure: &mut failure }
+        .deserialize(&mut de)
+        .and_then(|()| de.end());
     match (walked, failure) {
         (_, Some(ours)) => Err(ours),
         (Ok(()), None) => Ok(()),
@@ -73,6 +82,9 @@ fn snippet(payload: &[u8]) -> String {
 /// The whole payload: one object or an array of objects.
 struct Payload<'a> {
     format: &'a JsonFormat,
+    /// Most readings this payload may add to `out`, which held `start`.
+    max_readings: usize,
+    start: usize,
     out: &'a mut Vec<Reading>,
     failure: &'a mut Option<DecodeError>,
 }
@@ -94,7 +106,12 @@ impl<'de> Visitor<'de> for Payload<'_> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let (format, out, failure) = (self.format, self.out, self.failure);
-        while seq.next_element_seed(Object { format, out: &mut *out, failure: &mut *failure })?.is_some() {}
+        while seq.next_element_seed(Object { format, out: &mut *out, failure: &mut *failure })?.is_some() {
+            if out.len() - self.start > self.max_readings {
+                *failure = Some(DecodeError::TooManyReadings { max: self.max_readings });
+                return Err(de::Error::custom("too many readings"));
+            }
+        }
         Ok(())
     }
 }

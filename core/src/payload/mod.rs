@@ -46,6 +46,12 @@ pub const ONE_MINUTE_LEN: usize = 130;
 const MIN_TS_SECS: f64 = 946_684_800.0;
 const MAX_TS_SECS: f64 = 4_102_444_800.0;
 
+/// Default [`DecoderConfig::max_payload_bytes`]: 1 MiB, about 15,000 raw
+/// records (100 meters' 12 Hz readings for 12 s in one message).
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1 << 20;
+/// Default [`DecoderConfig::max_readings_per_message`].
+pub const DEFAULT_MAX_READINGS_PER_MESSAGE: usize = 20_000;
+
 /// How to read payloads; part of the ingest config file.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -54,11 +60,22 @@ pub struct DecoderConfig {
     pub raw_feature_type: u8,
     /// Key map for JSON payloads.
     pub json: JsonFormat,
+    /// A larger payload is rejected before it is read (counted, kept
+    /// truncated in the rejected log): memory per message stays bounded.
+    pub max_payload_bytes: usize,
+    /// A payload with more readings is rejected, and a JSON array stops
+    /// being read at the first reading over the limit.
+    pub max_readings_per_message: usize,
 }
 
 impl Default for DecoderConfig {
     fn default() -> Self {
-        DecoderConfig { raw_feature_type: FEATURE_RAW, json: JsonFormat::default() }
+        DecoderConfig {
+            raw_feature_type: FEATURE_RAW,
+            json: JsonFormat::default(),
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            max_readings_per_message: DEFAULT_MAX_READINGS_PER_MESSAGE,
+        }
     }
 }
 
@@ -69,6 +86,12 @@ impl DecoderConfig {
         let t = self.raw_feature_type;
         if t == FEATURE_TEN_SECOND || t == FEATURE_ONE_MINUTE || t == b'{' || t == b'[' || t.is_ascii_whitespace() {
             return Err(ConfigError::RawTypeCollides(t));
+        }
+        if self.max_payload_bytes < ONE_MINUTE_LEN {
+            return Err(ConfigError::TooSmall { key: "max_payload_bytes", min: ONE_MINUTE_LEN });
+        }
+        if self.max_readings_per_message == 0 {
+            return Err(ConfigError::TooSmall { key: "max_readings_per_message", min: 1 });
         }
         let j = &self.json;
         if j.ts_key == j.sensor_key {
@@ -90,6 +113,8 @@ pub enum ConfigError {
     RawTypeCollides(u8),
     #[error("JSON key {0:?} is used for more than one of ts_key, sensor_key and fields")]
     KeyCollides(String),
+    #[error("{key} must be at least {min}")]
+    TooSmall { key: &'static str, min: usize },
 }
 
 /// Why a payload was rejected. The ingest loop counts these by [`DecodeError::kind`]
@@ -98,6 +123,10 @@ pub enum ConfigError {
 pub enum DecodeError {
     #[error("empty payload")]
     Empty,
+    #[error("payload of {bytes} bytes is over the limit of {max} ([decode] max_payload_bytes)")]
+    TooLarge { bytes: usize, max: usize },
+    #[error("payload has more than {max} readings ([decode] max_readings_per_message)")]
+    TooManyReadings { max: usize },
     #[error("unknown feature type {0} (first byte 0x{0:02x}), and the payload is not JSON")]
     UnknownType(u8),
     #[error(
@@ -130,6 +159,8 @@ impl DecodeError {
     pub fn kind(&self) -> &'static str {
         match self {
             DecodeError::Empty => "empty",
+            DecodeError::TooLarge { .. } => "too_large",
+            DecodeError::TooManyReadings { .. } => "too_many_readings",
             DecodeError::UnknownType(_) => "unknown_type",
             DecodeError::WrongLength { .. } => "wrong_length",
             DecodeError::BatchTypeMismatch { .. } => "batch_type_mismatch",
@@ -176,6 +207,14 @@ impl Decoder {
         let Some(&first) = payload.first() else {
             return Err(DecodeError::Empty);
         };
+        let max = self.config.max_payload_bytes;
+        if payload.len() > max {
+            return Err(DecodeError::TooLarge { bytes: payload.len(), max });
+        }
+        let max_readings = self.config.max_readings_per_message;
+        if first == self.config.raw_feature_type && payload.len() / RAW_RECORD_LEN > max_readings {
+            return Err(DecodeError::TooManyReadings { max: max_readings });
+        }
         // Binary types first: their first byte is never whitespace or a
         // bracket (validate() keeps the raw type clear of those).
         match first {
@@ -183,7 +222,7 @@ impl Decoder {
             FEATURE_ONE_MINUTE => binary::decode_one_minute(payload, out),
             t if t == self.config.raw_feature_type => binary::decode_raw(t, payload, out),
             _ => match payload.iter().find(|b| !b.is_ascii_whitespace()) {
-                Some(b'{' | b'[') => json::decode(&self.config.json, payload, out),
+                Some(b'{' | b'[') => json::decode(&self.config.json, max_readings, payload, out),
                 None => Err(DecodeError::Empty),
                 Some(_) => Err(DecodeError::UnknownType(first)),
             },

@@ -253,3 +253,50 @@ fn random_and_truncated_payloads_never_panic() {
         out.clear();
     }
 }
+
+#[test]
+fn a_payload_over_the_size_limit_is_rejected_before_it_is_read() {
+    let config = DecoderConfig { max_payload_bytes: 2 * RAW_RECORD_LEN, ..DecoderConfig::default() };
+    let three = [encode_raw(FEATURE_RAW, 1_700_000_000.0, &SENSOR, 0, [1; 3], [0; 3]); 3].concat();
+    let mut out = Vec::new();
+    let err = Decoder::new(config.clone()).decode(&three, &mut out).unwrap_err();
+    assert_eq!(err, DecodeError::TooLarge { bytes: 210, max: 140 });
+    assert_eq!(err.kind(), "too_large");
+    assert_eq!(Decoder::new(config).decode(&three[..140], &mut out), Ok(2));
+    // The default leaves room for any single meter message.
+    assert!(DecoderConfig::default().max_payload_bytes >= ONE_MINUTE_LEN);
+}
+
+#[test]
+fn a_json_array_of_a_million_readings_stops_at_the_limit_with_memory_bounded() {
+    let one = r#"{"ts":1700000000,"sensor":"s","p_l1":1},"#;
+    let mut payload = String::with_capacity(one.len() * 1_000_000 + 2);
+    payload.push('[');
+    for _ in 0..1_000_000 {
+        payload.push_str(one);
+    }
+    payload.pop();
+    payload.push(']');
+    let config = DecoderConfig { max_payload_bytes: usize::MAX, ..DecoderConfig::default() };
+    let mut out = Vec::new();
+    let err = Decoder::new(config.clone()).decode(payload.as_bytes(), &mut out).unwrap_err();
+    assert_eq!(err, DecodeError::TooManyReadings { max: DEFAULT_MAX_READINGS_PER_MESSAGE });
+    assert!(out.is_empty(), "all or nothing");
+    // Reading stopped at the limit: out never held more than limit + 1.
+    assert!(out.capacity() <= 2 * (DEFAULT_MAX_READINGS_PER_MESSAGE + 1), "capacity {}", out.capacity());
+    // Raw batches are refused from their length alone.
+    let raw = vec![FEATURE_RAW; RAW_RECORD_LEN * (DEFAULT_MAX_READINGS_PER_MESSAGE + 1)];
+    let err = Decoder::new(config.clone()).decode(&raw, &mut out).unwrap_err();
+    assert_eq!(err, DecodeError::TooManyReadings { max: DEFAULT_MAX_READINGS_PER_MESSAGE });
+    // And the default size limit refuses the million-reading array first.
+    let err = Decoder::new(DecoderConfig::default()).decode(payload.as_bytes(), &mut out).unwrap_err();
+    assert_eq!(err.kind(), "too_large");
+}
+
+#[test]
+fn limits_that_cannot_work_are_refused() {
+    let c = DecoderConfig { max_payload_bytes: 10, ..DecoderConfig::default() };
+    assert_eq!(c.validate(), Err(ConfigError::TooSmall { key: "max_payload_bytes", min: ONE_MINUTE_LEN }));
+    let c = DecoderConfig { max_readings_per_message: 0, ..DecoderConfig::default() };
+    assert!(c.validate().unwrap_err().to_string().contains("max_readings_per_message"));
+}

@@ -36,11 +36,18 @@ pub struct WindowConfig {
     /// How far behind the newest reading of a key a reading may be and still
     /// be merged (default 5 s): covers batching and reordering in the broker.
     pub lateness_secs: u32,
+    /// Most keys (sensor and source) kept; a reading of a new key beyond
+    /// that is refused and counted ([`Push::KeyLimit`]), so a flood of
+    /// sensor ids (a new one per message) cannot grow memory without end.
+    pub max_keys: usize,
 }
+
+/// Default [`WindowConfig::max_keys`]: 10,000 meters with all three sources.
+pub const DEFAULT_MAX_KEYS: usize = 30_000;
 
 impl Default for WindowConfig {
     fn default() -> Self {
-        WindowConfig { width_secs: 60, lateness_secs: 5 }
+        WindowConfig { width_secs: 60, lateness_secs: 5, max_keys: DEFAULT_MAX_KEYS }
     }
 }
 
@@ -51,6 +58,9 @@ impl WindowConfig {
         if self.width_secs == 0 {
             return Err(WindowConfigError::ZeroWidth);
         }
+        if self.max_keys == 0 {
+            return Err(WindowConfigError::NoKeys);
+        }
         Ok(())
     }
 }
@@ -59,6 +69,8 @@ impl WindowConfig {
 pub enum WindowConfigError {
     #[error("window width_secs must be at least 1")]
     ZeroWidth,
+    #[error("window max_keys must be at least 1")]
+    NoKeys,
 }
 
 /// What happened to a pushed reading.
@@ -75,6 +87,9 @@ pub enum Push {
     /// The reading's window already has a reading of this key with the same
     /// timestamp: a redelivery (MQTT QoS 1 is at-least-once). Not merged.
     Duplicate,
+    /// The reading's key is new and [`WindowConfig::max_keys`] keys are
+    /// kept already. Not merged.
+    KeyLimit,
 }
 
 /// Windows are kept apart per sensor and per source.
@@ -214,21 +229,28 @@ impl Windows {
         self.config
     }
 
-    /// Index of the key's state, created if new.
-    fn state_index(&mut self, sensor: &SensorId, source: Source) -> usize {
+    /// Index of the key's state, created if new; `None` for a new key when
+    /// `max_keys` are kept already.
+    fn state_index(&mut self, sensor: &SensorId, source: Source) -> Option<usize> {
         if let Some(st) = self.states.get(self.last)
             && st.key.source == source
             && st.key.sensor == *sensor
         {
-            return self.last;
+            return Some(self.last);
         }
         let slot = source_slot(source);
         let i = match self.index.get(sensor).and_then(|slots| slots[slot]) {
             Some(i) => i,
+            None if self.states.len() >= self.config.max_keys => return None,
             None => self.insert_state(WindowKey { sensor: sensor.clone(), source }),
         };
         self.last = i;
-        i
+        Some(i)
+    }
+
+    /// Keys kept (sensor and source pairs ever seen, up to `max_keys`).
+    pub fn keys(&self) -> usize {
+        self.states.len()
     }
 
     fn insert_state(&mut self, key: WindowKey) -> usize {
@@ -244,7 +266,9 @@ impl Windows {
     /// window remembers the smallest seq that contributed.
     pub fn push(&mut self, reading: &Reading, seq: u64, arrival_ms: i64) -> Push {
         let width = self.width_ms;
-        let i = self.state_index(&reading.sensor, reading.source);
+        let Some(i) = self.state_index(&reading.sensor, reading.source) else {
+            return Push::KeyLimit;
+        };
         let st = &mut self.states[i];
         let start = window_start(reading.ts_ms, width);
         if reading.ts_ms < st.closed_until_ms {

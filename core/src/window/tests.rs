@@ -224,19 +224,22 @@ fn negative_and_extreme_times_do_not_panic() {
     w.close_all(&mut out);
     assert_eq!(out[0].start_ms, -W, "floor, not truncation toward zero");
     for ts in [i64::MIN, i64::MIN + 1, i64::MAX, i64::MAX - 1] {
-        let mut w = Windows::new(WindowConfig { width_secs: 0, lateness_secs: u32::MAX });
+        let mut w = Windows::new(WindowConfig { width_secs: 0, lateness_secs: u32::MAX, ..WindowConfig::default() });
         let _ = push(&mut w, "x", ts);
         drain(&mut w);
         w.close_idle(i64::MIN, i64::MAX, &mut out);
         w.close_all(&mut out);
     }
-    assert_eq!(WindowConfig { width_secs: 0, lateness_secs: 5 }.validate(), Err(WindowConfigError::ZeroWidth));
+    assert_eq!(
+        WindowConfig { width_secs: 0, lateness_secs: 5, ..WindowConfig::default() }.validate(),
+        Err(WindowConfigError::ZeroWidth)
+    );
 }
 
 #[test]
 fn config_defaults_and_serde() {
     let c: WindowConfig = serde_json::from_str(r#"{"lateness_secs": 10}"#).unwrap();
-    assert_eq!(c, WindowConfig { width_secs: 60, lateness_secs: 10 });
+    assert_eq!(c, WindowConfig { width_secs: 60, lateness_secs: 10, ..WindowConfig::default() });
     assert!(serde_json::from_str::<WindowConfig>(r#"{"width": 10}"#).is_err());
 }
 
@@ -256,4 +259,18 @@ fn redelivered_readings_are_duplicates_not_merged_twice() {
     let a = out.iter().find(|c| c.key == key("a")).unwrap();
     assert_eq!(a.readings, 3);
     assert_eq!(a.field(Field::PL1).unwrap().count, 3);
+}
+
+#[test]
+fn a_flood_of_new_sensors_is_refused_at_max_keys_and_known_ones_keep_flowing() {
+    let mut w = Windows::new(WindowConfig { max_keys: 2, ..WindowConfig::default() });
+    assert_eq!(push(&mut w, "a", T0), Push::Accepted);
+    assert_eq!(push(&mut w, "b", T0), Push::Accepted);
+    for i in 0..1_000 {
+        assert_eq!(push(&mut w, &format!("flood-{i}"), T0), Push::KeyLimit);
+    }
+    assert_eq!(w.keys(), 2, "memory does not grow with the flood");
+    assert_eq!(push(&mut w, "a", T0 + 1_000), Push::Accepted);
+    assert_eq!(push(&mut w, "b", T0 + 1_000), Push::Accepted);
+    assert_eq!(WindowConfig { max_keys: 0, ..WindowConfig::default() }.validate(), Err(WindowConfigError::NoKeys));
 }

@@ -15,7 +15,7 @@ const T0: i64 = 1_670_492_760_000;
 fn stage_config() -> StageConfig {
     StageConfig {
         decode: Default::default(),
-        window: WindowConfig { width_secs: 60, lateness_secs: 5 },
+        window: WindowConfig { width_secs: 60, lateness_secs: 5, ..WindowConfig::default() },
         only: None,
         idle_close_ms: 3_600_000,
     }

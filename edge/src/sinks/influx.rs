@@ -13,6 +13,7 @@ use flate2::write::GzEncoder;
 use reqwest::StatusCode;
 
 use super::{HttpOptions, SinkConfig};
+use crate::secret::Secret;
 
 /// Why a write failed, and what to do about it ([`classify`]).
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +53,7 @@ pub fn classify(status: StatusCode, url: &str, body: String) -> WriteError {
 pub struct InfluxWriter {
     client: reqwest::Client,
     write_url: reqwest::Url,
-    authorization: Option<String>,
+    authorization: Option<Secret>,
     gzip: bool,
 }
 
@@ -63,7 +64,8 @@ pub trait WriteApi {
     fn base_url(&self) -> &str;
     /// The write endpoint's path under the base URL.
     fn path(&self) -> &'static str;
-    /// The query: target, precision and (v1) credentials.
+    /// The query: target and precision. Never credentials: URLs end up in
+    /// error messages and logs.
     fn query(&self) -> Vec<(&'static str, String)>;
     /// The `Authorization` header, if the API takes one.
     fn authorization(&self) -> Option<String> {
@@ -71,8 +73,9 @@ pub trait WriteApi {
     }
 }
 
-/// InfluxDB 1.x `/write` (2.x and 3.x serve it too): database, retention
-/// policy, user and password in the query.
+/// InfluxDB 1.x `/write` (2.x and 3.x serve it too): database and retention
+/// policy in the query, user and password as HTTP Basic authentication
+/// (which 1.x reads as it reads `u` and `p`).
 pub struct V1<'a> {
     pub url: &'a str,
     pub database: &'a str,
@@ -92,9 +95,17 @@ impl WriteApi for V1<'_> {
 
     fn query(&self) -> Vec<(&'static str, String)> {
         let mut query = vec![("db", self.database.to_string()), ("precision", "ms".to_string())];
-        let optional = [("rp", self.retention_policy), ("u", self.username), ("p", self.password)];
-        query.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?.to_string()))));
+        if let Some(rp) = self.retention_policy {
+            query.push(("rp", rp.to_string()));
+        }
         query
+    }
+
+    fn authorization(&self) -> Option<String> {
+        use base64::Engine;
+        let username = self.username?;
+        let credentials = format!("{username}:{}", self.password.unwrap_or_default());
+        Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials)))
     }
 }
 
@@ -135,12 +146,12 @@ impl InfluxWriter {
                     database,
                     retention_policy: retention_policy.as_deref(),
                     username: username.as_deref(),
-                    password: password.as_deref(),
+                    password: password.as_ref().map(Secret::expose),
                 };
                 InfluxWriter::new(&api, http)?
             }
             SinkConfig::InfluxdbV2 { url, org, bucket, token, http, .. } => {
-                InfluxWriter::new(&V2 { url, org, bucket, token: token.as_deref() }, http)?
+                InfluxWriter::new(&V2 { url, org, bucket, token: token.as_ref().map(Secret::expose) }, http)?
             }
             SinkConfig::File { .. } => return Ok(None),
         };
@@ -160,7 +171,7 @@ impl InfluxWriter {
             .connect_timeout(Duration::from_secs(http.timeout_secs.min(5)))
             .build()
             .map_err(|e| WriteError::Config(format!("cannot build HTTP client: {e}")))?;
-        Ok(InfluxWriter { client, write_url, authorization: api.authorization(), gzip: http.gzip })
+        Ok(InfluxWriter { client, write_url, authorization: api.authorization().map(Secret::from), gzip: http.gzip })
     }
 
     /// POST one body of line protocol. `Ok` means the server stored it
@@ -168,7 +179,7 @@ impl InfluxWriter {
     pub async fn write(&self, lines: &[u8]) -> Result<(), WriteError> {
         let mut request = self.client.post(self.write_url.clone());
         if let Some(auth) = &self.authorization {
-            request = request.header(reqwest::header::AUTHORIZATION, auth);
+            request = request.header(reqwest::header::AUTHORIZATION, auth.expose());
         }
         request = request.header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8");
         let request = if self.gzip {
@@ -231,10 +242,11 @@ mod tests {
     }
 
     #[test]
-    fn v1_url_has_database_precision_and_credentials() {
+    fn v1_url_has_database_and_precision_and_the_credentials_go_in_a_header() {
         let w = InfluxWriter::from_config(&v1("http://127.0.0.1:8086")).unwrap().unwrap();
-        assert_eq!(w.write_url.as_str(), "http://127.0.0.1:8086/write?db=gridcast&precision=ms&u=u&p=secret");
-        assert!(!w.redacted_url().contains("secret"));
+        assert_eq!(w.write_url.as_str(), "http://127.0.0.1:8086/write?db=gridcast&precision=ms");
+        // base64("u:secret")
+        assert_eq!(w.authorization.as_ref().map(Secret::expose), Some("Basic dTpzZWNyZXQ="));
     }
 
     #[test]
@@ -249,7 +261,7 @@ mod tests {
         };
         let w = InfluxWriter::from_config(&config).unwrap().unwrap();
         assert_eq!(w.write_url.as_str(), "http://h:8428/insert/api/v2/write?org=o&bucket=b&precision=ms");
-        assert_eq!(w.authorization.as_deref(), Some("Token t"));
+        assert_eq!(w.authorization.as_ref().map(Secret::expose), Some("Token t"));
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::config::resolve_secret;
+use crate::secret::Secret;
 
 /// One place closed windows are written to.
 ///
@@ -43,7 +44,7 @@ pub enum SinkConfig {
         username: Option<String>,
         /// Password, when authentication is on.
         #[serde(default)]
-        password: Option<String>,
+        password: Option<Secret>,
         /// A file holding the password (trailing newline trimmed), read at
         /// load time; not together with `password`.
         #[serde(default)]
@@ -61,7 +62,7 @@ pub enum SinkConfig {
         bucket: String,
         /// API token (prefer `token_file`).
         #[serde(default)]
-        token: Option<String>,
+        token: Option<Secret>,
         /// A file holding the token (trailing newline trimmed), read at load
         /// time; not together with `token`. E.g. a systemd credential:
         /// `/run/credentials/gridcast-ingest.service/influxdb-token`.

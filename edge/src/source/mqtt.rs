@@ -20,9 +20,6 @@ use crate::backoff::Backoff;
 use crate::config::MqttConfig;
 use crate::stats::Stats;
 
-/// Largest MQTT packet we accept: a gateway may batch many readings.
-const MAX_PACKET_BYTES: usize = 1 << 20;
-
 /// A connected-on-demand client and its event loop.
 pub struct MqttSource {
     pub client: AsyncClient,
@@ -39,9 +36,9 @@ impl MqttSource {
             .set_keep_alive(Duration::from_secs(config.keep_alive_secs.max(5)))
             .set_clean_session(false)
             .set_manual_acks(true)
-            .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+            .set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes);
         if let (Some(user), Some(pass)) = (&config.username, &config.password) {
-            options.set_credentials(user, pass);
+            options.set_credentials(user, pass.expose());
         }
         // The request channel carries our acks; the broker never has more
         // than its in-flight limit un-acked, so this bound is never reached.

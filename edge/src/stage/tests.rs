@@ -16,7 +16,7 @@ const NOW: i64 = 1_700_000_000_000;
 fn config() -> StageConfig {
     StageConfig {
         decode: Default::default(),
-        window: WindowConfig { width_secs: 60, lateness_secs: 5 },
+        window: WindowConfig { width_secs: 60, lateness_secs: 5, ..WindowConfig::default() },
         only: None,
         idle_close_ms: 10_000,
     }

@@ -8,6 +8,7 @@ use gridcast_core::Source;
 use gridcast_core::features::{FeatureSpec, TargetKind};
 use gridcast_core::model::Model;
 use gridcast_edge::config::ServiceConfig;
+use gridcast_edge::secret::Secret;
 use serde::{Deserialize, Serialize};
 
 use crate::gbdt::TrainParams;
@@ -119,9 +120,9 @@ pub struct InfluxHistoryConfig {
     pub retention_policy: String,
     /// 1.x authentication (`u`/`p`).
     pub username: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// 2.x/3.x token (`Authorization: Token ...`).
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// Points per chunk of the chunked response.
     pub chunk_size: usize,
     /// Only the last `days` of history (0: all of it).
@@ -170,7 +171,7 @@ pub struct TripletsConfig {
     /// Training weight of a row the champion mispredicted (1: no extra weight).
     pub weight: f64,
     /// object_store config keys applied over the environment.
-    pub options: std::collections::BTreeMap<String, String>,
+    pub options: gridcast_edge::secret::StoreOptions,
 }
 
 impl Default for TripletsConfig {
@@ -275,7 +276,7 @@ pub struct PublishConfig {
     pub prefix: String,
     pub site: String,
     /// object_store config keys applied over the environment.
-    pub options: std::collections::BTreeMap<String, String>,
+    pub options: gridcast_edge::secret::StoreOptions,
 }
 
 impl Default for PublishConfig {

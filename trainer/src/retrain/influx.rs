@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use gridcast_core::meter_csv::MeterRow;
+use gridcast_edge::secret::Secret;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -182,9 +183,9 @@ async fn send(config: &InfluxHistoryConfig, query: &str, timeouts: Timeouts) -> 
     // A token (2.x/3.x) wins over 1.x credentials; both go in headers, so
     // neither ends up in a URL or an error message.
     if let Some(token) = &config.token {
-        request = request.header(reqwest::header::AUTHORIZATION, format!("Token {token}"));
+        request = request.header(reqwest::header::AUTHORIZATION, format!("Token {}", token.expose()));
     } else if let Some(username) = &config.username {
-        request = request.basic_auth(username, config.password.as_ref());
+        request = request.basic_auth(username, config.password.as_ref().map(Secret::expose));
     }
     let response = match tokio::time::timeout(timeouts.read, request.send()).await {
         Err(_) => anyhow::bail!(

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use gridcast_core::Source;
 use gridcast_core::features::{FeatureSpec, TargetKind};
 use gridcast_core::model::Model;
-use gridcast_edge::config::ServiceConfig;
+use gridcast_edge::config::{ServiceConfig, resolve_secret};
 use gridcast_edge::secret::Secret;
 use serde::{Deserialize, Serialize};
 
@@ -110,8 +110,12 @@ impl Default for HistoryConfig {
 }
 
 /// InfluxDB as history (1.x `/query`; 2.x and 3.x serve it too).
+///
+/// Like the edge's secrets, `password_file` and `token_file` name a file
+/// read when the config loads (derived code wrapped by the impls below, as
+/// `[mqtt]` does): a Kubernetes Secret mounted as files, a systemd credential.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, remote = "Self")]
 pub struct InfluxHistoryConfig {
     /// Base URL, e.g. `http://127.0.0.1:8086`.
     pub url: String,
@@ -121,12 +125,43 @@ pub struct InfluxHistoryConfig {
     /// 1.x authentication (`u`/`p`).
     pub username: Option<String>,
     pub password: Option<Secret>,
+    /// A file holding the password (trailing newline trimmed); not together
+    /// with `password`.
+    pub password_file: Option<std::path::PathBuf>,
     /// 2.x/3.x token (`Authorization: Token ...`).
     pub token: Option<Secret>,
+    /// A file holding the token; not together with `token`.
+    pub token_file: Option<std::path::PathBuf>,
     /// Points per chunk of the chunked response.
     pub chunk_size: usize,
     /// Only the last `days` of history (0: all of it).
     pub days: f64,
+}
+
+impl<'de> Deserialize<'de> for InfluxHistoryConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut config = InfluxHistoryConfig::deserialize(deserializer)?;
+        let (password_file, token_file) = (config.password_file.clone(), config.token_file.clone());
+        resolve_secret("[history.influx] password", &mut config.password, password_file.as_deref())
+            .map_err(serde::de::Error::custom)?;
+        resolve_secret("[history.influx] token", &mut config.token, token_file.as_deref())
+            .map_err(serde::de::Error::custom)?;
+        Ok(config)
+    }
+}
+
+impl Serialize for InfluxHistoryConfig {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // A secret read from a file is shown as its file, so the output loads again.
+        let mut shown = self.clone();
+        if shown.password_file.is_some() {
+            shown.password = None;
+        }
+        if shown.token_file.is_some() {
+            shown.token = None;
+        }
+        InfluxHistoryConfig::serialize(&shown, serializer)
+    }
 }
 
 impl Default for InfluxHistoryConfig {
@@ -137,7 +172,9 @@ impl Default for InfluxHistoryConfig {
             retention_policy: String::new(),
             username: None,
             password: None,
+            password_file: None,
             token: None,
+            token_file: None,
             chunk_size: 10_000,
             days: 0.0,
         }
@@ -375,6 +412,28 @@ mod tests {
         figment::Jail::expect_with(|_| {
             let config: RetrainConfig = gridcast_edge::config::load(Some(&path)).unwrap();
             assert_eq!(config.publish.models_dir().join("current.gcm"), PathBuf::from(&config.champion.model));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_history_password_comes_from_a_file_and_prints_as_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("influxdb-password");
+        std::fs::write(&file, "from-a-file\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "r.toml",
+                &format!("[history]\nsensor = \"s\"\n[history.influx]\nusername = \"u\"\npassword_file = {file:?}\n"),
+            )?;
+            let config: RetrainConfig = gridcast_edge::config::load(Some(Path::new("r.toml"))).unwrap();
+            let influx = config.history.influx.as_ref().unwrap();
+            assert_eq!(influx.password.as_ref().map(Secret::expose), Some("from-a-file"));
+            let printed = toml::to_string(&config).unwrap();
+            assert!(!printed.contains("from-a-file") && printed.contains("password_file"), "{printed}");
+            jail.create_file("both.toml", &format!("[history.influx]\npassword = \"p\"\npassword_file = {file:?}\n"))?;
+            let err = gridcast_edge::config::load::<RetrainConfig>(Some(Path::new("both.toml"))).unwrap_err();
+            assert!(err.to_string().contains("both set"), "{err}");
             Ok(())
         });
     }

@@ -182,8 +182,10 @@ impl Iterator for MeterCsv<'_> {
 
 /// Line numbers from csv byte positions. csv's own line count is off after
 /// skipped blank lines (it reports where it started looking, on the blank
-/// line), so skip line breaks and count newlines here, from where the last
-/// call stopped: positions only grow, so a whole file is counted once.
+/// line), so skip line breaks and count them here, from where the last call
+/// stopped: positions only grow, so a whole file is counted once. A line
+/// break is what ends a csv record: `\n`, `\r\n` or a lone `\r` (old Mac
+/// files), so two records never share a line number.
 struct Lines<'a> {
     data: &'a [u8],
     byte: usize,
@@ -201,10 +203,17 @@ impl Lines<'_> {
         if at < self.byte {
             (self.byte, self.line) = (0, 1);
         }
-        self.line += data[self.byte..at].iter().filter(|&&b| b == b'\n').count() as u64;
+        self.line += line_breaks(&data[self.byte..at]);
         self.byte = at;
         self.line
     }
+}
+
+/// The line breaks in `bytes`. `at` never stops between the `\r` and the
+/// `\n` of a CRLF, so a `\r` at the end of `bytes` is a lone one.
+fn line_breaks(bytes: &[u8]) -> u64 {
+    let lone_cr = |i: usize| bytes.get(i + 1) != Some(&b'\n');
+    bytes.iter().enumerate().filter(|&(i, &b)| b == b'\n' || (b == b'\r' && lone_cr(i))).count() as u64
 }
 
 #[cfg(test)]
@@ -287,6 +296,21 @@ mod tests {
         let e = error("timestamp,p_l1\r\n2007-01-01T00:00:00Z,1\r\n\r\n2007-01-01 00:01,1");
         assert!(matches!(e, MeterCsvError::BadTimestamp { line: 4, .. }), "{e}");
         assert!(e.to_string().contains("RFC 3339"), "{e}");
+    }
+
+    #[test]
+    fn a_lone_carriage_return_ends_a_line_as_it_ends_a_record() {
+        let e = error("timestamp,p_l1\r2007-01-01T00:00:00Z,1\r\r2007-01-01T00:01:00Z,x\r");
+        assert!(matches!(e, MeterCsvError::BadValue { line: 4, .. }), "{e}");
+        // Found by fuzz/ (meter_csv): two records on "line 3" before.
+        let mut csv = MeterCsv::new(
+            b"note, p_l1 ,timestamp\n\nx,1.5,2007-01-01T00:00:00Z\r\x08y,nan,2008-01-01T00:01:00+01:00\n\
+              \"q,\"\"\",,2007-01-01 00:02:00.5z\n",
+        )
+        .unwrap();
+        assert_eq!(csv.next().unwrap().unwrap().line, 3);
+        assert_eq!(csv.next().unwrap().unwrap().line, 4);
+        assert!(matches!(csv.next().unwrap(), Err(MeterCsvError::NotIncreasing { line: 5, .. })));
     }
 
     #[test]

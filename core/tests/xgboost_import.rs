@@ -67,3 +67,37 @@ fn truncated_xgboost_json_is_refused() {
     let b = include_bytes!("data/xgb3_small.json");
     assert!(xgboost::import_json(&b[..b.len() / 2], TargetKind::Level).is_err());
 }
+
+#[test]
+fn a_file_claiming_too_many_inputs_is_refused_before_naming_them() {
+    // Out of memory under fuzz/'s xgboost_json target: 400 million inputs,
+    // each named f0, f1, ... by the importer, from 200 bytes.
+    let json = br#"{"learner": {"objective": {"name": "reg:squarederror"},
+        "learner_model_param": {"base_score": "5E-1", "num_feature": "400000000"},
+        "gradient_booster": {"name": "gbtree", "model": {"trees": []}}}}"#;
+    let e = xgboost::import_json(json, TargetKind::Level).unwrap_err();
+    assert!(matches!(e, ModelError::Xgboost(_)), "{e}");
+    assert!(e.to_string().contains("num_feature is 400000000"), "{e}");
+    let at_most = String::from_utf8(json.to_vec()).unwrap().replace("400000000", &xgboost::MAX_FEATURES.to_string());
+    assert!(xgboost::import_json(at_most.as_bytes(), TargetKind::Level).is_ok());
+}
+
+#[test]
+fn a_split_condition_beyond_f32_is_refused_not_saved_as_an_unreadable_model() {
+    // Caught by fuzz/'s xgboost_json check (an import saves and loads
+    // again): -1e39 became an f32 -inf threshold, which the model file
+    // writes as null and cannot read back.
+    let json = |condition: &str| {
+        format!(
+            r#"{{"learner": {{"objective": {{"name": "reg:squarederror"}},
+            "learner_model_param": {{"base_score": "[5E-1]", "num_feature": "1"}},
+            "gradient_booster": {{"name": "gbtree", "model": {{"trees": [{{"left_children": [1, -1, -1],
+            "right_children": [2, -1, -1], "split_conditions": [{condition}, 1, 2], "split_indices": [0, 0, 0],
+            "default_left": [0, 0, 0]}}]}}}}}}}}"#
+        )
+    };
+    let fine = xgboost::import_json(json("-1e38").as_bytes(), TargetKind::Level).unwrap();
+    assert!(Model::from_bytes(&fine.to_bytes()).is_ok());
+    let e = xgboost::import_json(json("-1e39").as_bytes(), TargetKind::Level).unwrap_err();
+    assert!(e.to_string().contains("tree 0: node 0 has a non-finite threshold (-inf)"), "{e}");
+}

@@ -78,8 +78,11 @@ impl Tree {
             if self.feature[i] as usize >= n_features {
                 return Err(format!("node {i} splits on feature {} but the model has {n_features}", self.feature[i]));
             }
-            if self.threshold[i].is_nan() {
-                return Err(format!("node {i} has a NaN threshold"));
+            // An infinite one would be written to a model file as null,
+            // which no load reads back (an import could make one: XGBoost's
+            // JSON has f64 split conditions, trees hold f32).
+            if !self.threshold[i].is_finite() {
+                return Err(format!("node {i} has a non-finite threshold ({})", self.threshold[i]));
             }
             for c in [self.left[i] as usize, self.right[i] as usize] {
                 if c == 0 || c >= n || seen[c] {

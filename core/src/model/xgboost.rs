@@ -21,6 +21,11 @@ use crate::features::{FeatureMap, MapError, TargetKind};
 
 const IDENTITY_OBJECTIVES: [&str; 4] = ["reg:squarederror", "reg:absoluteerror", "reg:pseudohubererror", "reg:linear"];
 
+/// Most inputs an imported model may declare (`num_feature`). Each gets a
+/// name (`f0`, `f1`, ...) when the file has none, so a small file claiming
+/// 400 million inputs would allocate 10 GB before any tree is read.
+pub const MAX_FEATURES: usize = 1 << 20;
+
 fn err(msg: impl Into<String>) -> ModelError {
     ModelError::Xgboost(msg.into())
 }
@@ -120,6 +125,11 @@ fn parse(bytes: &[u8], target: TargetKind) -> Result<(ModelMetadata, Vec<Tree>, 
         .and_then(Value::as_str)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| err("learner_model_param.num_feature missing"))?;
+    if n_features > MAX_FEATURES {
+        return Err(err(format!(
+            "learner_model_param.num_feature is {n_features}, more than the {MAX_FEATURES} inputs a model may have"
+        )));
+    }
     let booster = learner.get("gradient_booster").ok_or_else(|| err("no gradient_booster"))?;
     let name = booster.get("name").and_then(Value::as_str).unwrap_or("");
     if name != "gbtree" {

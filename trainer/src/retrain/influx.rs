@@ -415,9 +415,23 @@ struct Windows {
 impl Windows {
     /// Read one line of the body: normally one document, possibly none
     /// (a blank line) or several (a server that puts them on one line).
+    ///
+    /// Each document must be an object. serde would also read a [`Document`]
+    /// from an array (`[[],null]`), which `feed` refuses at a line's first
+    /// byte: the same body would be read or refused by where the network
+    /// cut it.
     fn read_line(&mut self, line: &[u8], offset: u64) -> Result<(), ResponseError> {
         let mut documents = serde_json::Deserializer::from_slice(line).into_iter::<Document>();
-        while let Some(document) = documents.next() {
+        loop {
+            let at = documents.byte_offset();
+            match line.get(at..).unwrap_or_default().iter().position(|b| !b.is_ascii_whitespace()) {
+                None => break,
+                Some(skip) if line[at + skip] != b'{' => {
+                    return Err(not_json(&line[at + skip..], offset + (at + skip) as u64, "expected '{'".into()));
+                }
+                Some(_) => {}
+            }
+            let Some(document) = documents.next() else { break };
             let document = document.map_err(|e| {
                 let at = documents.byte_offset();
                 not_json(&line[at.min(line.len())..], offset + at as u64, e.to_string())
@@ -494,6 +508,18 @@ impl Windows {
 
 fn not_json(rest: &[u8], offset: u64, reason: String) -> ResponseError {
     ResponseError::NotJson { offset, reason, preview: preview(rest, 80) }
+}
+
+/// Entry point for `fuzz/` (target `influxql_response`), not an API: a body
+/// fed to the parser in `pieces`, as the network may deliver it; its rows,
+/// or the error's message.
+#[doc(hidden)]
+pub fn fuzz_parse_response(pieces: &[&[u8]]) -> Result<Vec<MeterRow>, String> {
+    let mut parser = ResponseParser::default();
+    for piece in pieces {
+        parser.feed(piece).map_err(|e| e.to_string())?;
+    }
+    Ok(parser.finish().map_err(|e| e.to_string())?.into_rows())
 }
 
 #[cfg(test)]
@@ -629,6 +655,21 @@ mod tests {
         assert!(matches!(parse_str("{\"hello\":1}\n").unwrap_err(), ResponseError::NotQueryAnswer { .. }));
         assert_eq!(parse_str("").unwrap_err(), ResponseError::Empty);
         assert_eq!(parse_str(" \n\n").unwrap_err(), ResponseError::Empty);
+    }
+
+    #[test]
+    fn a_document_that_is_not_an_object_is_refused_wherever_the_body_is_cut() {
+        // What fuzz/'s influxql_response checks (whole or in pieces, one
+        // verdict) caught: read whole, this was an empty answer; cut after
+        // "[[]", it was refused.
+        let body = b"[[],null]\n";
+        for pieces in [&[&body[..]][..], &[&body[..3], &body[3..]]] {
+            assert!(matches!(parse(pieces).unwrap_err(), ResponseError::NotJson { offset: 0, .. }), "{pieces:?}");
+        }
+        // Nor after a good document on the same line.
+        let first = TWO_CHUNKS.lines().nth(1).unwrap();
+        let e = parse_str(&format!("{first} [[],null]\n")).unwrap_err();
+        assert!(matches!(&e, ResponseError::NotJson { offset, .. } if *offset == first.len() as u64 + 1), "{e}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use gridcast_simulator::{PublishOptions, PublishReport, SimReading, publish};
 
-use support::gridcast::GridcastProcess;
+use support::gridcast::{GridcastProcess, IngestToml};
 use support::meter::{Expected, check_influx_rows, expected_minutes, influx_rows, simulated_readings};
 use support::{INFLUX_DB, Influxd, Mosquitto, unique};
 
@@ -92,40 +92,12 @@ impl Scenario {
 }
 
 fn ingest_config(dir: &Path, mosquitto: &Mosquitto, influxd: &Influxd, measurement: &str, topics: &str) -> String {
-    format!(
-        r#"
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-client_id = "{client_id}"
-topics = ["{topics}/#"]
-reconnect_max_ms = 1000
-
-[pipeline]
-idle_close_secs = 3
-measurement = "{measurement}"
-stats_interval_secs = 2
-
-[spool]
-dir = "{spool}"
-
-[http]
-listen = "127.0.0.1:0"
-
-[[sinks]]
-kind = "influxdb_v1"
-url = "{influx}"
-database = "{db}"
-
-[sinks.http]
-retry_max_ms = 1000
-"#,
-        port = mosquitto.port(),
-        client_id = unique("fault-ingest"),
-        spool = dir.join("spool").display(),
-        influx = influxd.url(),
-        db = INFLUX_DB,
-    )
+    let broker = format!("127.0.0.1:{}", mosquitto.port()).parse().unwrap();
+    let mut config = IngestToml::new(broker, dir, &format!("{topics}/#"), measurement);
+    config.client_id = unique("fault-ingest");
+    config.idle_close_secs = 3;
+    config.sinks = IngestToml::influxdb_v1(&influxd.url(), INFLUX_DB, "\n[sinks.http]\nretry_max_ms = 1000\n");
+    config.to_toml()
 }
 
 fn readings() -> (Vec<SimReading>, Expected) {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use gridcast_simulator::{PublishOptions, publish};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 
-use support::gridcast::GridcastProcess;
+use support::gridcast::{GridcastProcess, IngestToml};
 use support::http::gridcast_metrics;
 use support::meter::{check_influx_rows, expected_minutes, influx_rows, simulated_readings};
 use support::{INFLUX_DB, free_port, shared_servers, unique};
@@ -35,41 +35,12 @@ async fn oversized_payloads_huge_arrays_and_a_sensor_flood_are_refused_counted_a
     let topic_prefix = unique("bounds");
     let measurement = unique("bounds_meter");
     let port = free_port();
-    let config = format!(
-        r#"
-[mqtt]
-host = "{host}"
-port = {mqtt_port}
-client_id = "{client_id}"
-topics = ["{topic_prefix}/#"]
-
-[decode]
-max_readings_per_message = {MAX_READINGS}
-
-[window]
-max_keys = {MAX_KEYS}
-
-[pipeline]
-idle_close_secs = 2
-measurement = "{measurement}"
-
-[spool]
-dir = "{spool}"
-
-[http]
-listen = "127.0.0.1:{port}"
-
-[[sinks]]
-kind = "influxdb_v1"
-url = "{influx}"
-database = "{INFLUX_DB}"
-"#,
-        host = servers.mqtt.ip(),
-        mqtt_port = servers.mqtt.port(),
-        client_id = unique("bounds-ingest"),
-        spool = dir.path().join("spool").display(),
-        influx = servers.influxdb_v1,
-    );
+    let mut config = IngestToml::new(servers.mqtt, dir.path(), &format!("{topic_prefix}/#"), &measurement);
+    config.sections =
+        format!("[decode]\nmax_readings_per_message = {MAX_READINGS}\n\n[window]\nmax_keys = {MAX_KEYS}\n");
+    config.http_listen = format!("127.0.0.1:{port}");
+    config.sinks = IngestToml::influxdb_v1(&servers.influxdb_v1, INFLUX_DB, "");
+    let config = config.to_toml();
     let mut ingest = tokio::task::block_in_place(|| {
         let mut ingest = GridcastProcess::start("ingest", dir.path(), &config, &[]);
         ingest.wait_subscribed(1);

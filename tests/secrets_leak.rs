@@ -18,7 +18,7 @@ use std::time::Duration;
 use gridcast_simulator::{PublishOptions, publish};
 
 use support::blob::{BUCKET, Blob};
-use support::gridcast::{GridcastProcess, PredictToml, shipped_model};
+use support::gridcast::{GridcastProcess, IngestToml, PredictToml, shipped_model};
 use support::{INFLUX_DB, SharedServers, free_port, influx_create_database, influxql_values, shared_servers, unique};
 
 const MQTT_PASSWORD: &str = "mqtt-pw-LEAKCHECK1";
@@ -75,46 +75,17 @@ fn run_until(args: &[&str], env: &[(&str, &str)], enough: impl Fn(&str) -> bool)
 }
 
 fn ingest_toml(servers: &SharedServers, dir: &Path, topic_prefix: &str, measurement: &str, influx: &str) -> String {
-    format!(
-        r#"
-[mqtt]
-host = "{host}"
-port = {port}
-client_id = "{client_id}"
-topics = ["{topic_prefix}/#"]
-username = "gridcast"
-password = "{MQTT_PASSWORD}"
-
-[pipeline]
-idle_close_secs = 2
-measurement = "{measurement}"
-
-[spool]
-dir = "{spool}"
-
-[http]
-listen = "127.0.0.1:0"
-
-[[sinks]]
-kind = "influxdb_v1"
-url = "{influx}"
-database = "{INFLUX_DB}"
-username = "gridcast"
-password = "{INFLUX_PASSWORD}"
-
-[[sinks]]
-kind = "influxdb_v2"
-url = "{victoria}"
-org = "gridcast"
-bucket = "gridcast"
-token = "{INFLUX_TOKEN}"
-"#,
-        host = servers.mqtt.ip(),
-        port = servers.mqtt.port(),
-        client_id = unique("leak-ingest"),
-        spool = dir.join("spool").display(),
-        victoria = servers.victoria,
-    )
+    let mut config = IngestToml::new(servers.mqtt, dir, &format!("{topic_prefix}/#"), measurement);
+    config.mqtt_extra = format!("username = \"gridcast\"\npassword = \"{MQTT_PASSWORD}\"\n");
+    config.sinks = IngestToml::influxdb_v1(
+        influx,
+        INFLUX_DB,
+        &format!("username = \"gridcast\"\npassword = \"{INFLUX_PASSWORD}\"\n"),
+    ) + &format!(
+        "\n[[sinks]]\nkind = \"influxdb_v2\"\nurl = \"{}\"\norg = \"gridcast\"\nbucket = \"gridcast\"\ntoken = \"{INFLUX_TOKEN}\"\n",
+        servers.victoria
+    );
+    config.to_toml()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -22,7 +22,7 @@ use std::time::Duration;
 use gridcast_simulator::{PublishOptions, publish};
 use serde_json::Value;
 
-use support::gridcast::GridcastProcess;
+use support::gridcast::{GridcastProcess, IngestToml};
 use support::meter::{Expected, close, expected_minutes, simulated_readings};
 use support::{INFLUX_DB, SharedServers, eventually, influxql_query, shared_servers, unique};
 
@@ -51,37 +51,11 @@ struct Replica {
 impl Replica {
     fn start(servers: &SharedServers, name: &str, topic: &str, measurement: &str) -> Replica {
         let dir = tempfile::tempdir().unwrap();
-        let config = format!(
-            r#"
-[mqtt]
-host = "{host}"
-port = {port}
-client_id = "{name}"
-topics = ["{topic}"]
-reconnect_max_ms = 1000
-
-[pipeline]
-idle_close_secs = 3
-measurement = "{measurement}"
-stats_interval_secs = 2
-
-[spool]
-dir = "{spool}"
-
-[http]
-listen = "127.0.0.1:0"
-
-[[sinks]]
-kind = "influxdb_v1"
-url = "{influx}"
-database = "{db}"
-"#,
-            host = servers.mqtt.ip(),
-            port = servers.mqtt.port(),
-            spool = dir.path().join("spool").display(),
-            influx = servers.influxdb_v1,
-            db = INFLUX_DB,
-        );
+        let mut config = IngestToml::new(servers.mqtt, dir.path(), topic, measurement);
+        config.client_id = name.to_string();
+        config.idle_close_secs = 3;
+        config.sinks = IngestToml::influxdb_v1(&servers.influxdb_v1, INFLUX_DB, "");
+        let config = config.to_toml();
         let mut process = GridcastProcess::start("ingest", dir.path(), &config, &[]);
         process.wait_subscribed(1);
         Replica { process, _dir: dir }

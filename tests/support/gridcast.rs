@@ -249,3 +249,68 @@ retry_max_ms = 2000
         )
     }
 }
+
+/// `gridcast ingest`'s config for a test: the broker at `mqtt`, its own
+/// client id, `topics`, windows to `measurement` closed after `idle_close_secs`
+/// without readings, the spool under the test's folder, `/metrics` on a free
+/// port, and the `[[sinks]]` tables in `sinks`. The `*_extra` fields add
+/// TOML lines to a section, `sections` whole sections (`[decode]`, `[window]`).
+pub struct IngestToml {
+    pub mqtt: std::net::SocketAddr,
+    pub client_id: String,
+    pub topics: Vec<String>,
+    pub mqtt_extra: String,
+    pub sections: String,
+    pub measurement: String,
+    pub idle_close_secs: u64,
+    pub pipeline_extra: String,
+    pub spool: PathBuf,
+    pub http_listen: String,
+    pub sinks: String,
+}
+
+impl IngestToml {
+    /// Reconnects within a second, windows closed after 2 s of silence, a
+    /// summary line every 2 s, the spool in `dir/spool`; no sink yet.
+    pub fn new(mqtt: std::net::SocketAddr, dir: &Path, topic: &str, measurement: &str) -> IngestToml {
+        IngestToml {
+            mqtt,
+            client_id: super::unique("ingest"),
+            topics: vec![topic.to_string()],
+            mqtt_extra: "reconnect_max_ms = 1000\n".into(),
+            sections: String::new(),
+            measurement: measurement.to_string(),
+            idle_close_secs: 2,
+            pipeline_extra: "stats_interval_secs = 2\n".into(),
+            spool: dir.join("spool"),
+            http_listen: "127.0.0.1:0".into(),
+            sinks: String::new(),
+        }
+    }
+
+    /// An `influxdb_v1` sink table, `extra` lines added to it.
+    pub fn influxdb_v1(url: &str, database: &str, extra: &str) -> String {
+        format!("\n[[sinks]]\nkind = \"influxdb_v1\"\nurl = \"{url}\"\ndatabase = \"{database}\"\n{extra}")
+    }
+
+    pub fn to_toml(&self) -> String {
+        let topics: Vec<String> = self.topics.iter().map(|t| format!("{t:?}")).collect();
+        format!(
+            "[mqtt]\nhost = \"{host}\"\nport = {port}\nclient_id = \"{client_id}\"\ntopics = [{topics}]\n{mqtt_extra}\n\
+             {sections}\n[pipeline]\nidle_close_secs = {idle}\nmeasurement = \"{measurement}\"\n{pipeline_extra}\n\
+             [spool]\ndir = \"{spool}\"\n\n[http]\nlisten = \"{listen}\"\n{sinks}",
+            host = self.mqtt.ip(),
+            port = self.mqtt.port(),
+            client_id = self.client_id,
+            topics = topics.join(", "),
+            mqtt_extra = self.mqtt_extra,
+            sections = self.sections,
+            idle = self.idle_close_secs,
+            measurement = self.measurement,
+            pipeline_extra = self.pipeline_extra,
+            spool = self.spool.display(),
+            listen = self.http_listen,
+            sinks = self.sinks,
+        )
+    }
+}

@@ -169,7 +169,8 @@ fn combined_minutes(url: &str, measurement: &str, from_ms: i64, to_ms: i64) -> B
             let row = row.as_array().unwrap();
             let number = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
             let means = [number(&row[2]), number(&row[3]), number(&row[4]), number(&row[5]), number(&row[6])];
-            let readings = row[1].as_u64().unwrap();
+            // Null while a point's fields are still being stored: not complete yet.
+            let readings = row[1].as_u64().unwrap_or(0);
             minutes.insert((sensor.clone(), row[0].as_i64().unwrap()), Minute { readings, means });
         }
     }

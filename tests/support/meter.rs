@@ -67,15 +67,20 @@ pub fn close(a: f64, b: f64, tol: f64) -> bool {
     (a - b).abs() <= tol * scale || (a - b).abs() <= 1e-9
 }
 
-/// `[time, sensor, readings, p_l1_mean, p_l2_mean, p_l3_mean, p_sum_mean]` rows.
+/// `[time, sensor, readings, p_l1_mean, p_l2_mean, p_l3_mean, p_sum_mean, q_l1_mean]`
+/// rows, only those with every column: InfluxDB 1.x stores a point's fields
+/// one by one, and a query racing a write can see some of them (a raw window
+/// always has all of these).
 pub fn influx_rows(url: &str, measurement: &str) -> Vec<Vec<Value>> {
-    influxql_values(
+    let mut rows = influxql_values(
         url,
         INFLUX_DB,
         &format!(
             r#"SELECT "sensor", "readings", "p_l1_mean", "p_l2_mean", "p_l3_mean", "p_sum_mean", "q_l1_mean" FROM "{measurement}" WHERE "source" = 'raw'"#
         ),
-    )
+    );
+    rows.retain(|row| row.iter().all(|v| !v.is_null()));
+    rows
 }
 
 pub fn check_influx_rows(rows: &[Vec<Value>], expected: &Expected) {

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gridcast_core::window::ClosedWindow;
+use gridcast_core::window::{ClosedWindow, WindowKey};
 use rumqttc::Publish;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -242,11 +242,32 @@ impl<C: Consumer> Driver<C> {
     async fn commit(&mut self, step: Step, batch: &[Publish]) -> anyhow::Result<()> {
         let Step { journal, closed, frontiers, forget_below, rejects, .. } = step;
         let closed_count = closed.len() as u64;
-        let Output { lines, mut writes } = self.consumer.on_closed(closed);
+        let output = self.consumer.on_closed(closed);
         let rejected: Vec<RejectedRecord> = match &self.rejected_log {
             Some(_) => rejects.iter().map(|r| RejectedRecord::new(&batch[r.index], &r.error.to_string())).collect(),
             None => Vec::new(),
         };
+        let stored =
+            self.store(StepRecords { journal, frontiers, forget_below: Some(forget_below), rejected }, output).await?;
+        Stats::add(&self.stats.windows_closed, closed_count);
+        Stats::add(&self.stats.batches_committed, 1);
+        self.stats.open_windows.store(self.stage.open_windows() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.committed(stored);
+        Ok(())
+    }
+
+    /// Commit an event's output: its lines and writes, nothing of a step.
+    async fn commit_output(&mut self, output: Output<C::Writes>) -> anyhow::Result<()> {
+        let stored = self.store(StepRecords::default(), output).await?;
+        self.committed(stored);
+        Ok(())
+    }
+
+    /// Write `records` and `output` to the spool in one transaction, off the
+    /// async worker (the rejected messages to their log first).
+    async fn store(&mut self, records: StepRecords, output: Output<C::Writes>) -> anyhow::Result<Stored<C::Writes>> {
+        let StepRecords { journal, frontiers, forget_below, rejected } = records;
+        let Output { lines, mut writes } = output;
         let spool = self.spool.clone();
         let rejected_log = self.rejected_log.clone();
         let has_points = !lines.is_empty();
@@ -259,42 +280,41 @@ impl<C: Consumer> Driver<C> {
                     journal: journal.as_ref().map(|(seq, bytes)| (*seq, &bytes[..])),
                     points: Some(&lines[..]),
                     frontiers: &frontiers,
-                    forget_journal_below: Some(forget_below),
+                    forget_journal_below: forget_below,
                 },
                 &mut writes,
             )?;
             Ok(writes)
         })
         .await??;
-        Stats::add(&self.stats.windows_closed, closed_count);
-        Stats::add(&self.stats.batches_committed, 1);
-        self.stats.open_windows.store(self.stage.open_windows() as u64, std::sync::atomic::Ordering::Relaxed);
-        if has_points {
+        Ok(Stored { writes, has_points })
+    }
+
+    /// What is durable now: the sinks are told of new points, the consumer
+    /// of its writes.
+    fn committed(&mut self, stored: Stored<C::Writes>) {
+        if stored.has_points {
             self.newest_points.send_modify(|n| *n += 1);
         }
-        self.consumer.on_committed(writes);
-        Ok(())
+        self.consumer.on_committed(stored.writes);
     }
 }
 
-impl<C: Consumer> Driver<C> {
-    /// Commit an event's output: its lines and writes, nothing of a step.
-    async fn commit_output(&mut self, output: Output<C::Writes>) -> anyhow::Result<()> {
-        let Output { lines, mut writes } = output;
-        let spool = self.spool.clone();
-        let has_points = !lines.is_empty();
-        let writes = tokio::task::spawn_blocking(move || -> anyhow::Result<C::Writes> {
-            let commit = Commit { journal: None, points: Some(&lines[..]), frontiers: &[], forget_journal_below: None };
-            spool.commit_with(commit, &mut writes)?;
-            Ok(writes)
-        })
-        .await??;
-        if has_points {
-            self.newest_points.send_modify(|n| *n += 1);
-        }
-        self.consumer.on_committed(writes);
-        Ok(())
-    }
+/// A step's own records for the spool besides the consumer's output; none
+/// for an event's output.
+#[derive(Default)]
+struct StepRecords {
+    journal: Option<(u64, Vec<u8>)>,
+    frontiers: Vec<(WindowKey, i64)>,
+    forget_below: Option<u64>,
+    rejected: Vec<RejectedRecord>,
+}
+
+/// A committed transaction: the consumer's writes, and whether it added
+/// point records for the sinks.
+struct Stored<W> {
+    writes: W,
+    has_points: bool,
 }
 
 /// Wait until the spool has room again; false if shut down first. (A free

@@ -32,16 +32,8 @@ pub struct ExtraTags {
 pub fn write_windows(measurement: &str, tags: &ExtraTags, windows: &[ClosedWindow], buf: Vec<u8>) -> Vec<u8> {
     let mut builder = LineProtocolBuilder::new_with(buf);
     for window in windows {
-        let line = builder.measurement(measurement);
-        let line = match &tags.part {
-            Some(part) => line.tag("part", part),
-            None => line,
-        };
-        let line = line.tag("sensor", window.key.sensor.as_str());
-        let line = match &tags.site {
-            Some(site) => line.tag("site", site),
-            None => line,
-        };
+        let line = tag_if(builder.measurement(measurement), "part", tags.part.as_deref());
+        let line = tag_if(line.tag("sensor", window.key.sensor.as_str()), "site", tags.site.as_deref());
         let mut line = line.tag("source", window.key.source.name()).field("readings", window.readings as i64);
         for (field, stats) in &window.fields {
             line = stat_fields(line, field.name(), stats);
@@ -72,11 +64,8 @@ pub fn write_stats(
 ) -> Vec<u8> {
     let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     let line = LineProtocolBuilder::new_with(buf).measurement(measurement).tag("instance", instance);
-    let line = match site {
-        Some(site) => line.tag("site", site),
-        None => line,
-    };
-    line.field("messages", int(stats.messages))
+    tag_if(line, "site", site)
+        .field("messages", int(stats.messages))
         .field("readings", int(stats.readings))
         .field("late_readings", int(stats.late_readings))
         .field("duplicate_readings", int(stats.duplicate_readings))
@@ -93,6 +82,16 @@ pub fn write_stats(
         .timestamp(now_ms)
         .close_line()
         .build()
+}
+
+type AfterMeasurement<B> = LineProtocolBuilder<B, influxdb_line_protocol::builder::AfterMeasurement>;
+
+/// The tag `key` when there is a `value`.
+fn tag_if(line: AfterMeasurement<Vec<u8>>, key: &str, value: Option<&str>) -> AfterMeasurement<Vec<u8>> {
+    match value {
+        Some(value) => line.tag(key, value),
+        None => line,
+    }
 }
 
 type AfterField<B> = LineProtocolBuilder<B, influxdb_line_protocol::builder::AfterField>;

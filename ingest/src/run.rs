@@ -70,9 +70,7 @@ impl Consumer for WindowLines {
 
     fn on_event(&mut self, WriteStats: WriteStats) -> Option<Output<()>> {
         let s = &self.stats;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let now_ms = gridcast_edge::driver::now_ms();
         let snapshot = s.stats.snapshot();
         let (waiting, max) = (s.spool.waiting_bytes(), s.spool.max_bytes());
         let site = self.tags.site.as_deref();

@@ -19,6 +19,7 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -26,11 +27,11 @@ use gridcast_core::payload::{encode_one_minute, encode_raw};
 use gridcast_edge::sinks::{HttpOptions, SinkConfig};
 use gridcast_ingest::IngestConfig;
 use gridcast_simulator::{PublishOptions, publish, sensor_hex};
-use rumqttc::{AsyncClient, MqttOptions, QoS};
 use serde_json::Value;
 
 use support::gridcast::{GridcastProcess, PredictToml, model_tag, shipped_model};
 use support::meter::{close, expected_minutes, simulated_readings};
+use support::mqtt::publish_all;
 use support::{eventually, influx_create_database, influxql_query, influxql_values, shared_servers, unique};
 
 /// The measurements the dashboards read: ingest's and the predictor's defaults.
@@ -120,10 +121,10 @@ async fn every_panel_query_returns_data_from_real_influxdb() {
     .await
     .unwrap();
     publish(&options, readings, |_| {}).await.unwrap();
-    publish_one_minute_records(&servers.mqtt.to_string(), &topic_prefix, &sensors, first_minute).await;
+    publish_one_minute_records(servers.mqtt, &topic_prefix, &sensors, first_minute).await;
     // One message that does not decode and one reading of a minute long
     // written: ingest rejects the first and counts the second as late.
-    publish_bad_and_late(&servers.mqtt.to_string(), &topic_prefix, &sensors[0], first_minute).await;
+    publish_bad_and_late(servers.mqtt, &topic_prefix, &sensors[0], first_minute).await;
     // A deploy event as the agent writes it (its own line function), inside
     // the range: the "Deploys and rollbacks" annotation.
     let event = gridcast_agent::machine::Event {
@@ -599,57 +600,23 @@ fn dashboard_queries() -> Vec<(String, Vec<Query>)> {
 }
 
 /// The meters' own one-minute records (feature 17).
-async fn publish_one_minute_records(broker: &str, topic_prefix: &str, sensors: &[[u8; 12]], first_minute: f64) {
-    let (host, port) = broker.rsplit_once(':').unwrap();
-    let mut options = MqttOptions::new(unique("dash-minute"), host, port.parse().unwrap());
-    options.set_keep_alive(Duration::from_secs(10));
-    let (client, mut eventloop) = AsyncClient::new(options, 100);
-    let expected_acks = sensors.len() * ONE_MINUTE_RECORDS;
-    let driver = tokio::spawn(async move {
-        let mut acks = 0;
-        while acks < expected_acks {
-            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
-                acks += 1;
-            }
-        }
-    });
+async fn publish_one_minute_records(broker: SocketAddr, topic_prefix: &str, sensors: &[[u8; 12]], first_minute: f64) {
+    let mut messages = Vec::new();
     for minute in 0..ONE_MINUTE_RECORDS {
         for sensor in sensors {
             // v i s p q pf phi per phase, in thousandths.
             let phase = [230_000, 2_000, 460_000, 420_000, 150_000, 913, 24_000];
             let payload = encode_one_minute(first_minute + 60.0 * minute as f64, sensor, 0, [phase; 3], [1_000; 3]);
-            client
-                .publish(
-                    format!("{topic_prefix}/one-minute/{}", sensor_hex(sensor)),
-                    QoS::AtLeastOnce,
-                    false,
-                    payload.to_vec(),
-                )
-                .await
-                .unwrap();
+            messages.push((format!("{topic_prefix}/one-minute/{}", sensor_hex(sensor)), payload.to_vec()));
         }
     }
-    tokio::time::timeout(Duration::from_secs(20), driver).await.expect("one-minute records acknowledged").unwrap();
+    publish_all(broker, messages).await;
 }
 
 /// A message that is no meter payload, and a raw reading of `sensor` in the
 /// first minute (closed and written long before), on the raw topic.
-async fn publish_bad_and_late(broker: &str, topic_prefix: &str, sensor: &[u8; 12], first_minute: f64) {
-    let (host, port) = broker.rsplit_once(':').unwrap();
-    let mut options = MqttOptions::new(unique("dash-bad"), host, port.parse().unwrap());
-    options.set_keep_alive(Duration::from_secs(10));
-    let (client, mut eventloop) = AsyncClient::new(options, 10);
-    let driver = tokio::spawn(async move {
-        let mut acks = 0;
-        while acks < 2 {
-            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
-                acks += 1;
-            }
-        }
-    });
+async fn publish_bad_and_late(broker: SocketAddr, topic_prefix: &str, sensor: &[u8; 12], first_minute: f64) {
     let topic = format!("{topic_prefix}/raw/{}", sensor_hex(sensor));
-    client.publish(&topic, QoS::AtLeastOnce, false, vec![0xff, 0x00, 0x01]).await.unwrap();
     let late = encode_raw(18, first_minute + 1.5, sensor, 0, [1_000_000; 3], [0; 3]);
-    client.publish(&topic, QoS::AtLeastOnce, false, late.to_vec()).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(20), driver).await.expect("both acknowledged").unwrap();
+    publish_all(broker, vec![(topic.clone(), vec![0xff, 0x00, 0x01]), (topic, late.to_vec())]).await;
 }

@@ -14,11 +14,11 @@ mod support;
 use std::time::Duration;
 
 use gridcast_simulator::{PublishOptions, publish};
-use rumqttc::{AsyncClient, MqttOptions, QoS};
 
 use support::gridcast::{GridcastProcess, IngestToml};
 use support::http::gridcast_metrics;
 use support::meter::{check_influx_rows, expected_minutes, influx_rows, simulated_readings};
+use support::mqtt::publish_all;
 use support::{INFLUX_DB, free_port, shared_servers, unique};
 
 const SENSORS: u32 = 3;
@@ -71,7 +71,8 @@ async fn oversized_payloads_huge_arrays_and_a_sensor_flood_are_refused_counted_a
         (0..FLOOD).map(|i| format!(r#"{{"ts":{first_ts},"sensor":"flood-{i}","p_l1":1}}"#).into_bytes()).collect();
     let mut messages = vec![oversized, array.into_bytes()];
     messages.extend(flood);
-    publish_all(&servers.mqtt.to_string(), &format!("{topic_prefix}/bad"), messages).await;
+    let topic = format!("{topic_prefix}/bad");
+    publish_all(servers.mqtt, messages.into_iter().map(|m| (topic.clone(), m)).collect()).await;
 
     let metrics = tokio::task::block_in_place(|| {
         ingest.wait_for(Duration::from_secs(60), "every bad message counted", || {
@@ -109,25 +110,4 @@ async fn oversized_payloads_huge_arrays_and_a_sensor_flood_are_refused_counted_a
     let log = ingest.log();
     assert!(log.contains("max_keys sensors are kept already"), "the flood is logged:\n{log}");
     ingest.assert_running();
-}
-
-/// Publish `messages` at QoS 1 on `topic` and wait for every PUBACK.
-async fn publish_all(broker: &str, topic: &str, messages: Vec<Vec<u8>>) {
-    let (host, port) = broker.rsplit_once(':').unwrap();
-    let mut options = MqttOptions::new(unique("bounds-bad"), host, port.parse().unwrap());
-    options.set_keep_alive(Duration::from_secs(10)).set_max_packet_size(64 << 20, 64 << 20);
-    let (client, mut eventloop) = AsyncClient::new(options, messages.len() + 10);
-    let expected = messages.len();
-    let driver = tokio::spawn(async move {
-        let mut acks = 0;
-        while acks < expected {
-            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
-                acks += 1;
-            }
-        }
-    });
-    for payload in messages {
-        client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
-    }
-    tokio::time::timeout(Duration::from_secs(60), driver).await.expect("every message acknowledged").unwrap();
 }

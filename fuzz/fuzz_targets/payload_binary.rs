@@ -15,32 +15,22 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let decoder = Decoder::new(DecoderConfig::default());
-    let mut out = Vec::new();
-    match decoder.decode(data, &mut out) {
-        Err(e) => {
-            assert!(out.is_empty(), "a failed decode appended readings");
-            let _ = (e.to_string(), e.kind());
-        }
-        Ok(n) => {
-            assert_eq!(n, out.len());
-            // JSON readings can hold what the binary layouts cannot.
-            let binary = matches!(data[0], FEATURE_TEN_SECOND | FEATURE_ONE_MINUTE | FEATURE_RAW);
-            for r in &out {
-                gridcast_fuzz::check_reading(r);
-                if let Some(again) = encode_again(r).filter(|_| binary) {
-                    let mut back = Vec::new();
-                    decoder.decode(&again, &mut back).expect("a re-encoded reading decodes");
-                    assert_eq!(back.as_slice(), std::slice::from_ref(r), "decode(encode(reading)) differs");
-                }
-            }
-            let mut windows = Windows::new(WindowConfig::default());
-            for (seq, r) in out.iter().enumerate() {
-                let _ = windows.push(r, seq as u64, r.ts_ms);
-            }
-            let mut closed = Vec::new();
-            windows.close_all(&mut closed);
+    let Some(out) = gridcast_fuzz::decode_checked(&decoder, data) else { return };
+    // JSON readings can hold what the binary layouts cannot.
+    let binary = matches!(data[0], FEATURE_TEN_SECOND | FEATURE_ONE_MINUTE | FEATURE_RAW);
+    for r in &out {
+        if let Some(again) = encode_again(r).filter(|_| binary) {
+            let mut back = Vec::new();
+            decoder.decode(&again, &mut back).expect("a re-encoded reading decodes");
+            assert_eq!(back.as_slice(), std::slice::from_ref(r), "decode(encode(reading)) differs");
         }
     }
+    let mut windows = Windows::new(WindowConfig::default());
+    for (seq, r) in out.iter().enumerate() {
+        let _ = windows.push(r, seq as u64, r.ts_ms);
+    }
+    let mut closed = Vec::new();
+    windows.close_all(&mut closed);
 });
 
 /// The reading as its binary message again, when its values are exact in

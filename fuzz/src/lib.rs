@@ -2,6 +2,7 @@
 //! anything a decoder accepted, so a target finds wrong answers as well as
 //! panics.
 
+use gridcast_core::Decoder;
 use gridcast_core::model::Model;
 use gridcast_core::reading::Reading;
 
@@ -12,6 +13,25 @@ const TS_MS: std::ops::RangeInclusive<i64> = 946_684_800_000..=4_102_444_800_000
 
 /// A decoded reading: a sensor id, a time in range, finite values, at
 /// least one for JSON (binary layouts always carry theirs).
+/// Decode `data` and check what every decode must hold: a failure appends
+/// nothing and still describes itself; a success counts what it appended,
+/// and each reading passes [`check_reading`]. The readings, or `None`.
+pub fn decode_checked(decoder: &Decoder, data: &[u8]) -> Option<Vec<Reading>> {
+    let mut out = Vec::new();
+    match decoder.decode(data, &mut out) {
+        Err(e) => {
+            assert!(out.is_empty(), "a failed decode appended readings");
+            let _ = (e.to_string(), e.kind());
+            None
+        }
+        Ok(n) => {
+            assert_eq!(n, out.len());
+            out.iter().for_each(check_reading);
+            Some(out)
+        }
+    }
+}
+
 pub fn check_reading(r: &Reading) {
     assert!(!r.sensor.as_str().is_empty(), "empty sensor id");
     assert!(TS_MS.contains(&r.ts_ms), "timestamp {} ms out of range", r.ts_ms);

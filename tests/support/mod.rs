@@ -25,6 +25,7 @@ pub mod gridcast;
 pub mod http;
 pub mod image;
 pub mod meter;
+pub mod mqtt;
 mod process;
 pub mod registry;
 mod servers;

@@ -94,6 +94,8 @@ struct Device {
     measurement: String,
     /// The device name in deploy events.
     device: String,
+    /// The predictor container's name.
+    container: String,
 }
 
 impl Device {
@@ -121,6 +123,7 @@ impl Device {
             agent_port: free_port(),
             measurement: unique("prediction"),
             device: unique("device"),
+            container: unique("gridcast-predict"),
             agent: None,
         }
     }
@@ -190,7 +193,7 @@ database = "{INFLUX_DB}"
 "#,
             stable = self.stable,
             host = self.engine.host(),
-            name = unique("gridcast-predict"),
+            name = self.container,
             predict = predict_config.display(),
             health = self.health_port,
             agent_port = self.agent_port,
@@ -425,6 +428,13 @@ fn the_agent_swaps_models_in_and_rolls_bad_ones_back() {
         (d.state()["trial"]["digest"].as_str() == Some(digest_d.as_str())).then_some(())
     });
     device.agent().kill();
+    // Leave the device as a kill between creating the new container and
+    // starting it does (the engine reports that one stopped, exit code 0):
+    // it never ran, so it is no reason to refuse the image.
+    let image = format!("{}@{digest_d}", device.stable.rsplit_once(':').unwrap().0);
+    let label = format!("io.gridcast.agent.digest={digest_d}");
+    device.engine.docker_ok(&["rm", "-f", &device.container]);
+    device.engine.docker_ok(&["create", "--name", &device.container, "--label", &label, "--network", "host", &image]);
     device.agent().restart();
     device.wait_known_good(&digest_d, &version_d, "the switch finished after the agent's restart");
     assert!(device.agent().log().contains("agent state loaded"));

@@ -9,7 +9,9 @@
 use std::collections::HashMap;
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
+use bollard::models::{
+    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, RestartPolicy, RestartPolicyNameEnum,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
@@ -71,6 +73,9 @@ impl Engine {
         let state = inspected.state.unwrap_or_default();
         if state.running == Some(true) {
             Ok(Container::Running { digest, model_version: labels.get(LABEL_MODEL_VERSION).cloned() })
+        } else if state.status == Some(ContainerStateStatusEnum::CREATED) {
+            // Its exit code reads 0 though it never ran: not a crash.
+            Ok(Container::Created { digest })
         } else {
             Ok(Container::Exited { digest, exit_code: state.exit_code.unwrap_or(-1) })
         }

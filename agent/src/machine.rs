@@ -142,6 +142,9 @@ pub enum Container {
         /// The image's `io.gridcast.model.version` label.
         model_version: Option<String>,
     },
+    /// Created but never started: the agent stopped between creating and
+    /// starting it. Not a crash (the engine reports exit code 0 for it).
+    Created { digest: String },
     /// Exited (crashed, or stopped by someone else).
     Exited { digest: String, exit_code: i64 },
 }
@@ -312,7 +315,8 @@ impl Machine {
                 return self.roll_back(format!("the predictor exited with code {exit_code}"));
             }
             // Not (yet) running: the switch was interrupted (agent killed
-            // between stopping the old and starting the new). Do it again.
+            // between stopping the old and starting the new, or between
+            // creating the new and starting it). Do it again.
             _ => return vec![Action::Run { digest }],
         };
         let (served, sample) = match &obs.probe {
@@ -428,6 +432,7 @@ impl Machine {
                 let reason = match other {
                     Container::Absent => "no predictor container".to_string(),
                     Container::Exited { exit_code, .. } => format!("the predictor exited with code {exit_code}"),
+                    Container::Created { .. } => "the predictor was created but never started".to_string(),
                     Container::Running { digest, .. } => format!("{digest} was running instead"),
                 };
                 vec![

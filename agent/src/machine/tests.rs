@@ -244,6 +244,21 @@ fn a_restart_mid_switch_runs_the_trial_digest_again_and_soaks_it_afresh() {
 }
 
 #[test]
+fn a_trial_container_created_but_never_started_is_started_not_refused() {
+    // The agent was killed between creating the new container and starting
+    // it: the engine reports it stopped with exit code 0. It never ran, so
+    // it is no evidence against the image (a clean-clone CI run refused a
+    // good model this way).
+    let (mut m, now) = steady_on_old();
+    let start = switch_to_new(&mut m, now + 10_000);
+    let mut m = Machine::resume(m.state.clone(), rules(), start + 1_000);
+    let created = Container::Created { digest: NEW.into() };
+    let a = m.decide(&obs(start + 1_100, Some(NEW), created, Probe::Unhealthy("refused".into())));
+    assert_eq!(kinds(&a), ["run sha256:new"]);
+    assert!(!m.state.is_refused(NEW) && m.state.trial.is_some());
+}
+
+#[test]
 fn the_known_good_predictor_is_restarted_when_it_exits_or_vanishes() {
     let (mut m, now) = steady_on_old();
     let exited = Container::Exited { digest: OLD.into(), exit_code: 137 };
@@ -251,6 +266,9 @@ fn the_known_good_predictor_is_restarted_when_it_exits_or_vanishes() {
     assert_eq!(kinds(&a), ["restart", "run sha256:old"]);
     let a = m.decide(&obs(now + 20_000, None, Container::Absent, Probe::Unhealthy("refused".into())));
     assert_eq!(kinds(&a), ["restart", "run sha256:old"], "a registry that is down changes nothing");
+    let created = Container::Created { digest: OLD.into() };
+    let a = m.decide(&obs(now + 30_000, Some(OLD), created, Probe::Unhealthy("refused".into())));
+    assert_eq!(kinds(&a), ["restart", "run sha256:old"]);
 }
 
 #[test]

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::spool::{Commit, Spool, TableWrites};
-use crate::stage::{Stage, StageConfig, Step};
+use crate::stage::{Aside, AsideMessage, Stage, StageConfig, Step};
 use crate::stats::Stats;
 
 /// One thing for the driver to do.
@@ -147,7 +147,7 @@ impl<C: Consumer> Driver<C> {
                 }
             }
             Input::Tick => {
-                let step = self.stage.on_tick(now_ms());
+                let step = self.stage.on_tick(now_ms(), self.stats.listening_since());
                 if !step.closed.is_empty() {
                     tracing::info!(windows = step.closed.len(), "closing the windows of sensors that went quiet");
                     self.commit(step, &[]).await?;
@@ -214,6 +214,7 @@ impl<C: Consumer> Driver<C> {
         Stats::add(&self.stats.messages, c.messages);
         Stats::add(&self.stats.readings, c.accepted);
         Stats::add(&self.stats.late_readings, c.late);
+        Stats::add(&self.stats.clock_jump_readings, c.clock_jumped);
         Stats::add(&self.stats.duplicate_readings, c.duplicate);
         Stats::add(&self.stats.key_limit_readings, c.key_limit);
         if let Some(key) = &step.first_refused_key {
@@ -221,10 +222,22 @@ impl<C: Consumer> Driver<C> {
                 max_keys = self.stage.max_keys(),
                 "reading of a new sensor refused: [window] max_keys sensors are kept already; counted, not merged");
         }
-        if let Some(late) = &step.first_late {
-            tracing::warn!(sensor = %late.key.sensor, ts_ms = late.ts_ms, window_start_ms = late.window_start_ms,
-                closed_until_ms = late.closed_until_ms, topic = %batch[late.index].topic, late_in_batch = c.late,
-                "late reading: its window is already closed and written; counted, not merged");
+        if let Some(first) = step.aside.first() {
+            let kept = if self.rejected_log.is_some() { "kept in the rejected log" } else { "counted" };
+            let topic = &batch[first.index].topic;
+            let messages = step.aside.len();
+            match first.why {
+                Aside::Late { window_start_ms, closed_until_ms } => {
+                    tracing::warn!(sensor = %first.key.sensor, ts_ms = first.ts_ms, window_start_ms, closed_until_ms,
+                        %topic, late_in_batch = c.late, clock_jumped_in_batch = c.clock_jumped, messages,
+                        "late reading: its window is already closed and written; {kept}, not merged")
+                }
+                Aside::ClockJump { ahead_ms } => {
+                    tracing::warn!(sensor = %first.key.sensor, ts_ms = first.ts_ms, ahead_ms, %topic,
+                        late_in_batch = c.late, clock_jumped_in_batch = c.clock_jumped, messages,
+                        "reading from a meter clock that jumped ahead; {kept}, not merged")
+                }
+            }
         }
         for reject in &step.rejects {
             self.stats.decode_error(reject.error.kind());
@@ -240,11 +253,16 @@ impl<C: Consumer> Driver<C> {
     /// Commit one step (and the batch's rejected messages) in one
     /// transaction, off the async worker.
     async fn commit(&mut self, step: Step, batch: &[Publish]) -> anyhow::Result<()> {
-        let Step { journal, closed, frontiers, forget_below, rejects, .. } = step;
+        let Step { journal, closed, frontiers, forget_below, rejects, aside, .. } = step;
         let closed_count = closed.len() as u64;
         let output = self.consumer.on_closed(closed);
         let rejected: Vec<RejectedRecord> = match &self.rejected_log {
-            Some(_) => rejects.iter().map(|r| RejectedRecord::new(&batch[r.index], &r.error.to_string())).collect(),
+            Some(_) => {
+                let undecodable =
+                    rejects.iter().map(|r| RejectedRecord::new(&batch[r.index], "undecodable", &r.error.to_string()));
+                let aside = aside.iter().map(|m| RejectedRecord::new(&batch[m.index], m.kind(), &aside_reason(m)));
+                undecodable.chain(aside).collect()
+            }
             None => Vec::new(),
         };
         let stored =
@@ -366,7 +384,8 @@ async fn linger(publishes: &mut mpsc::Receiver<Publish>, batch: &mut Vec<Publish
     }
 }
 
-/// A message we could not decode, as kept in `rejected/messages.jsonl`.
+/// A message we could not decode, or one with readings that cannot be
+/// merged (late, or clock-jumped), as kept in `rejected/messages.jsonl`.
 struct RejectedRecord(serde_json::Value);
 
 /// Most payload bytes a rejected record keeps: an oversized message is kept
@@ -374,13 +393,28 @@ struct RejectedRecord(serde_json::Value);
 /// fill the disk at the size they were sent.
 const REJECTED_KEEP_BYTES: usize = 64 << 10;
 
+/// Why a message was kept aside.
+fn aside_reason(m: &AsideMessage) -> String {
+    let (sensor, ts) = (&m.key.sensor, m.ts_ms);
+    let first = match m.why {
+        Aside::Late { window_start_ms, closed_until_ms } => format!(
+            "sensor {sensor} at {ts} ms falls in the window from {window_start_ms} ms, and its windows up to {closed_until_ms} ms are closed and written (a meter clock that jumped back, or a redelivery after a crash)"
+        ),
+        Aside::ClockJump { ahead_ms } => format!(
+            "sensor {sensor} at {ts} ms is {ahead_ms} ms ahead of its newest reading, more than the wall clock moved: the meter's clock jumped ahead ([window] clock_jump_secs)"
+        ),
+    };
+    format!("{} late and {} clock-jumped of its {} readings: {first}", m.late, m.clock_jumped, m.readings)
+}
+
 impl RejectedRecord {
-    fn new(publish: &Publish, error: &str) -> RejectedRecord {
+    fn new(publish: &Publish, kind: &str, error: &str) -> RejectedRecord {
         let kept = &publish.payload[..publish.payload.len().min(REJECTED_KEEP_BYTES)];
         let payload_hex: String = kept.iter().map(|b| format!("{b:02x}")).collect();
         RejectedRecord(serde_json::json!({
             "at_ms": now_ms(),
             "topic": publish.topic,
+            "kind": kind,
             "error": error,
             "payload_bytes": publish.payload.len(),
             "payload_truncated": kept.len() < publish.payload.len(),

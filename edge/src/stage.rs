@@ -67,8 +67,10 @@ pub struct Step {
     /// Payloads that did not decode, by their index in the batch.
     pub rejects: Vec<Reject>,
     pub counts: Counts,
-    /// The first late reading of the batch, for one log line per batch.
-    pub first_late: Option<LateReading>,
+    /// The payloads holding late or clock-jumped readings, by their index
+    /// in the batch: ingest keeps them aside (they cannot be merged, and
+    /// dropping them would lose a meter's readings).
+    pub aside: Vec<AsideMessage>,
     /// The first key refused at `max_keys` in the batch, likewise.
     pub first_refused_key: Option<WindowKey>,
 }
@@ -87,6 +89,8 @@ pub struct Counts {
     pub messages: u64,
     pub accepted: u64,
     pub late: u64,
+    /// Readings of a meter clock that jumped forward ([`Push::ClockJump`]).
+    pub clock_jumped: u64,
     pub duplicate: u64,
     /// Readings of a new key refused at [`WindowConfig::max_keys`].
     pub key_limit: u64,
@@ -95,14 +99,37 @@ pub struct Counts {
     pub other_source: u64,
 }
 
-/// A reading that arrived after its window had been closed.
+/// A payload with readings that cannot be merged and must not be dropped:
+/// late ones (their window is closed and written) or ones from a meter
+/// clock that jumped forward. Ingest keeps such payloads aside.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LateReading {
+pub struct AsideMessage {
+    /// Its index in the batch given to [`Stage::on_batch`].
     pub index: usize,
+    /// Of the readings it held, how many were late, how many jumped.
+    pub readings: u64,
+    pub late: u64,
+    pub clock_jumped: u64,
+    /// Its first such reading, and why.
     pub key: WindowKey,
     pub ts_ms: i64,
-    pub window_start_ms: i64,
-    pub closed_until_ms: i64,
+    pub why: Aside,
+}
+
+impl AsideMessage {
+    /// `late` or `clock_jump`: the rejected log's `kind` (by its first reading).
+    pub fn kind(&self) -> &'static str {
+        match self.why {
+            Aside::Late { .. } => "late",
+            Aside::ClockJump { .. } => "clock_jump",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aside {
+    Late { window_start_ms: i64, closed_until_ms: i64 },
+    ClockJump { ahead_ms: i64 },
 }
 
 impl Step {
@@ -173,7 +200,7 @@ impl Stage {
 
         let mut counts = Counts::default();
         let mut rejects = Vec::new();
-        let mut first_late = None;
+        let mut aside: Vec<AsideMessage> = Vec::new();
         let mut first_refused_key = None;
         for (index, payload) in payloads.enumerate() {
             counts.messages += 1;
@@ -199,13 +226,13 @@ impl Stage {
                     }
                     Push::Late { window_start_ms, closed_until_ms } => {
                         counts.late += 1;
-                        first_late.get_or_insert_with(|| LateReading {
-                            index,
-                            key: WindowKey { sensor: reading.sensor.clone(), source: reading.source },
-                            ts_ms: reading.ts_ms,
-                            window_start_ms,
-                            closed_until_ms,
-                        });
+                        let why = Aside::Late { window_start_ms, closed_until_ms };
+                        put_aside(&mut aside, index, self.readings.len(), reading, why).late += 1;
+                    }
+                    Push::ClockJump { ahead_ms } => {
+                        counts.clock_jumped += 1;
+                        let why = Aside::ClockJump { ahead_ms };
+                        put_aside(&mut aside, index, self.readings.len(), reading, why).clock_jumped += 1;
                     }
                 }
             }
@@ -213,15 +240,20 @@ impl Stage {
         let mut step = self.finish(Some((seq, journal)), Vec::new());
         step.counts = counts;
         step.rejects = rejects;
-        step.first_late = first_late;
+        step.aside = aside;
         step.first_refused_key = first_refused_key;
         step
     }
 
     /// The clock moved: close the windows of keys idle for too long.
-    pub fn on_tick(&mut self, now_ms: i64) -> Step {
+    /// `listening_since_ms`: since when the source has been connected;
+    /// `None` while it is not (then no key counts as idle: the broker
+    /// queues what the meters send meanwhile).
+    pub fn on_tick(&mut self, now_ms: i64, listening_since_ms: Option<i64>) -> Step {
         let mut closed = Vec::new();
-        self.windows.close_idle(now_ms, self.idle_close_ms, &mut closed);
+        if let Some(since) = listening_since_ms {
+            self.windows.close_idle(now_ms, self.idle_close_ms, since, &mut closed);
+        }
         self.finish(None, closed)
     }
 
@@ -248,6 +280,28 @@ impl Stage {
         let forget_below = self.windows.min_open_seq().unwrap_or(self.next_seq);
         Step { journal, closed, frontiers, forget_below, ..Step::default() }
     }
+}
+
+/// The entry of payload `index` in `aside`, added if it is not the last.
+fn put_aside<'a>(
+    aside: &'a mut Vec<AsideMessage>,
+    index: usize,
+    readings: usize,
+    reading: &Reading,
+    why: Aside,
+) -> &'a mut AsideMessage {
+    if aside.last().is_none_or(|m| m.index != index) {
+        aside.push(AsideMessage {
+            index,
+            readings: readings as u64,
+            late: 0,
+            clock_jumped: 0,
+            key: WindowKey { sensor: reading.sensor.clone(), source: reading.source },
+            ts_ms: reading.ts_ms,
+            why,
+        });
+    }
+    aside.last_mut().expect("just pushed")
 }
 
 /// The newest end of a closed window per key.

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// Shared, lock-free on the hot path except for the rare error kinds.
 #[derive(Debug, Default)]
@@ -13,6 +13,7 @@ pub struct Stats {
     pub messages: AtomicU64,
     pub readings: AtomicU64,
     pub late_readings: AtomicU64,
+    pub clock_jump_readings: AtomicU64,
     pub duplicate_readings: AtomicU64,
     /// Readings of a new sensor refused at `[window] max_keys`.
     pub key_limit_readings: AtomicU64,
@@ -21,6 +22,9 @@ pub struct Stats {
     pub mqtt_reconnects: AtomicU64,
     /// Subscriptions the broker confirmed (one per connect).
     pub mqtt_subscriptions: AtomicU64,
+    /// When the MQTT connection came up (ms since the epoch); 0 while it is
+    /// down. See [`Stats::listening_since`].
+    mqtt_connected_since_ms: AtomicI64,
     /// Windows open right now (a gauge, set after every commit).
     pub open_windows: AtomicU64,
     /// Times the spool was full and messages were left un-acknowledged.
@@ -43,6 +47,7 @@ pub struct Snapshot {
     pub messages: u64,
     pub readings: u64,
     pub late_readings: u64,
+    pub clock_jump_readings: u64,
     pub duplicate_readings: u64,
     pub key_limit_readings: u64,
     pub windows_closed: u64,
@@ -64,6 +69,23 @@ impl Snapshot {
 impl Stats {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The MQTT connection is up since `now_ms`.
+    pub fn mqtt_connected(&self, now_ms: i64) {
+        self.mqtt_connected_since_ms.store(now_ms.max(1), Ordering::Relaxed);
+    }
+
+    /// The MQTT connection is down.
+    pub fn mqtt_disconnected(&self) {
+        self.mqtt_connected_since_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// Since when the MQTT connection has been up; `None` while it is down
+    /// (or before it first came up). Windows do not idle-close meanwhile.
+    pub fn listening_since(&self) -> Option<i64> {
+        let since = self.mqtt_connected_since_ms.load(Ordering::Relaxed);
+        (since > 0).then_some(since)
     }
 
     pub fn decode_error(&self, kind: &'static str) {
@@ -115,6 +137,12 @@ impl Stats {
             s.late_readings,
         );
         metric(
+            "stage_clock_jump_readings_total",
+            "Readings from a meter clock that jumped ahead (not merged; ingest keeps them aside).",
+            "counter",
+            s.clock_jump_readings,
+        );
+        metric(
             "stage_duplicate_readings_total",
             "Redelivered readings recognised as duplicates.",
             "counter",
@@ -136,6 +164,8 @@ impl Stats {
         metric("stage_open_windows", "Windows open now.", "gauge", s.open_windows);
         metric("mqtt_reconnects_total", "MQTT connection losses.", "counter", s.mqtt_reconnects);
         metric("mqtt_subscriptions_total", "Subscriptions the broker confirmed.", "counter", s.mqtt_subscriptions);
+        let connected = u64::from(self.listening_since().is_some());
+        metric("mqtt_connected", "1 while connected to the MQTT broker, else 0.", "gauge", connected);
         metric(
             "spool_waiting_bytes",
             "Bytes in the spool waiting for sinks and uploads.",
@@ -171,6 +201,7 @@ impl Stats {
             messages: get(&self.messages),
             readings: get(&self.readings),
             late_readings: get(&self.late_readings),
+            clock_jump_readings: get(&self.clock_jump_readings),
             duplicate_readings: get(&self.duplicate_readings),
             key_limit_readings: get(&self.key_limit_readings),
             windows_closed: get(&self.windows_closed),

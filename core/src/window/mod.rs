@@ -40,6 +40,15 @@ pub struct WindowConfig {
     /// that is refused and counted ([`Push::KeyLimit`]), so a flood of
     /// sensor ids (a new one per message) cannot grow memory without end.
     pub max_keys: usize,
+    /// A reading this many seconds ahead of its key's newest one, beyond
+    /// the wall-clock time that passed between them, is a meter clock that
+    /// jumped forward (default 600; 0: never): refused ([`Push::ClockJump`])
+    /// so it does not close the key's windows an hour early, and make the
+    /// readings after the clock comes back late.
+    pub clock_jump_secs: u32,
+    /// A jumped clock that stays jumped this long (wall clock, default 120)
+    /// was set, not glitched: its readings are accepted from then on.
+    pub clock_jump_accept_secs: u32,
 }
 
 /// Default [`WindowConfig::max_keys`]: 10,000 meters with all three sources.
@@ -47,7 +56,13 @@ pub const DEFAULT_MAX_KEYS: usize = 30_000;
 
 impl Default for WindowConfig {
     fn default() -> Self {
-        WindowConfig { width_secs: 60, lateness_secs: 5, max_keys: DEFAULT_MAX_KEYS }
+        WindowConfig {
+            width_secs: 60,
+            lateness_secs: 5,
+            max_keys: DEFAULT_MAX_KEYS,
+            clock_jump_secs: 600,
+            clock_jump_accept_secs: 120,
+        }
     }
 }
 
@@ -90,6 +105,13 @@ pub enum Push {
     /// The reading's key is new and [`WindowConfig::max_keys`] keys are
     /// kept already. Not merged.
     KeyLimit,
+    /// The reading is `ahead_ms` ahead of its key's newest reading, more
+    /// than the wall clock moved and by over [`WindowConfig::clock_jump_secs`]:
+    /// the meter's clock jumped forward. Not merged, and it does not move
+    /// the key's watermark.
+    ClockJump {
+        ahead_ms: i64,
+    },
 }
 
 /// Windows are kept apart per sensor and per source.
@@ -150,6 +172,8 @@ struct KeyState {
     max_ts_ms: i64,
     /// Wall-clock time of the newest accepted reading, for idle closing.
     last_arrival_ms: i64,
+    /// Since when (wall clock) this key's readings have been jumped ahead.
+    jumped_since_ms: Option<i64>,
     /// Open windows by ascending start; usually one, two around a minute boundary.
     open: VecDeque<OpenWindow>,
 }
@@ -161,6 +185,7 @@ impl KeyState {
             closed_until_ms: i64::MIN,
             max_ts_ms: i64::MIN,
             last_arrival_ms: i64::MIN,
+            jumped_since_ms: None,
             open: VecDeque::new(),
         }
     }
@@ -190,6 +215,9 @@ pub struct Windows {
     config: WindowConfig,
     width_ms: i64,
     lateness_ms: i64,
+    /// 0: no clock-jump check.
+    clock_jump_ms: i64,
+    clock_jump_accept_ms: i64,
     /// Key states in order of first sight, so draining is deterministic.
     states: Vec<KeyState>,
     /// Sensor -> state index per source. Looked up by `&SensorId`, so a
@@ -208,6 +236,33 @@ fn source_slot(source: Source) -> usize {
     }
 }
 
+/// `Some(ahead)` when a reading at `ts_ms` arriving at `arrival_ms` is a
+/// forward jump of the key's clock still to be refused; tracks how long the
+/// key has been jumped, and accepts the new clock after `accept_ms`.
+///
+/// Wall-clock gaps are credited: a meter silent for two hours comes back
+/// two hours ahead, and a backlog replayed fast is never ahead of its own
+/// previous reading by much. (A journal replay after a restart pushes every
+/// reading at one arrival time, so it refuses a jump again where the live
+/// run had accepted it after `accept_ms`: a rare, narrow window.)
+fn clock_jump(st: &mut KeyState, ts_ms: i64, arrival_ms: i64, jump_ms: i64, accept_ms: i64) -> Option<i64> {
+    if jump_ms == 0 || st.max_ts_ms == i64::MIN {
+        return None;
+    }
+    let ahead_ms = ts_ms.saturating_sub(st.max_ts_ms);
+    let waited_ms = arrival_ms.saturating_sub(st.last_arrival_ms).max(0);
+    if ahead_ms.saturating_sub(waited_ms) <= jump_ms {
+        st.jumped_since_ms = None;
+        return None;
+    }
+    let since = *st.jumped_since_ms.get_or_insert(arrival_ms);
+    if arrival_ms.saturating_sub(since) < accept_ms {
+        return Some(ahead_ms);
+    }
+    st.jumped_since_ms = None;
+    None
+}
+
 /// Start of the window holding `ts_ms`: floor, also for times before 1970.
 fn window_start(ts_ms: i64, width_ms: i64) -> i64 {
     ts_ms.div_euclid(width_ms).saturating_mul(width_ms)
@@ -219,6 +274,8 @@ impl Windows {
             config,
             width_ms: i64::from(config.width_secs.max(1)) * 1000,
             lateness_ms: i64::from(config.lateness_secs) * 1000,
+            clock_jump_ms: i64::from(config.clock_jump_secs) * 1000,
+            clock_jump_accept_ms: i64::from(config.clock_jump_accept_secs) * 1000,
             states: Vec::new(),
             index: HashMap::new(),
             last: usize::MAX,
@@ -274,6 +331,10 @@ impl Windows {
         if reading.ts_ms < st.closed_until_ms {
             return Push::Late { window_start_ms: start, closed_until_ms: st.closed_until_ms };
         }
+        if let Some(ahead_ms) = clock_jump(st, reading.ts_ms, arrival_ms, self.clock_jump_ms, self.clock_jump_accept_ms)
+        {
+            return Push::ClockJump { ahead_ms };
+        }
         // Search from the newest window: in-order data hits the last one.
         match st.open.iter().rposition(|w| w.start_ms <= start) {
             Some(j) if st.open[j].start_ms == start => {
@@ -305,13 +366,16 @@ impl Windows {
         }
     }
 
-    /// Close every open window of keys whose last arrival is older than
-    /// `now_ms - idle_ms` (a meter that went quiet: no newer reading will
-    /// come to push its watermark).
-    pub fn close_idle(&mut self, now_ms: i64, idle_ms: i64, out: &mut Vec<ClosedWindow>) {
+    /// Close every open window of keys that have been quiet for `idle_ms`
+    /// by `now_ms` (a meter that went quiet: no newer reading will come to
+    /// push its watermark). Quiet counts from the key's last arrival, or
+    /// from `listening_since_ms` if later: while the broker was out of
+    /// reach, no meter could be heard, and its queued readings are on the
+    /// way.
+    pub fn close_idle(&mut self, now_ms: i64, idle_ms: i64, listening_since_ms: i64, out: &mut Vec<ClosedWindow>) {
         let cutoff = now_ms.saturating_sub(idle_ms);
         for st in &mut self.states {
-            if st.last_arrival_ms < cutoff {
+            if st.last_arrival_ms.max(listening_since_ms) < cutoff {
                 while !st.open.is_empty() {
                     st.close_front(self.width_ms, out);
                 }

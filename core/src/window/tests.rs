@@ -91,7 +91,11 @@ fn idle_keys_are_closed_and_active_ones_kept() {
     assert_eq!(w.push(&reading("quiet", T0, [1.0; 3]), 0, 1_000), Push::Accepted);
     assert_eq!(w.push(&reading("busy", T0, [1.0; 3]), 0, 50_000), Push::Accepted);
     let mut out = Vec::new();
-    w.close_idle(60_000, 30_000, &mut out); // cutoff 30_000
+    // Listening again only since 40_000 (the broker was out of reach):
+    // nobody is idle yet.
+    w.close_idle(60_000, 30_000, 40_000, &mut out);
+    assert!(out.is_empty());
+    w.close_idle(60_000, 30_000, i64::MIN, &mut out); // cutoff 30_000
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].key, key("quiet"));
     assert_eq!(w.open_windows(), 1);
@@ -108,7 +112,7 @@ fn late_readings_do_not_keep_a_key_awake() {
     // A stuck clock keeps sending the old minute.
     assert!(matches!(w.push(&reading("a", T0, [1.0; 3]), 0, 100_000), Push::Late { .. }));
     let mut out = Vec::new();
-    w.close_idle(100_000, 10_000, &mut out);
+    w.close_idle(100_000, 10_000, i64::MIN, &mut out);
     assert_eq!(out.len(), 1);
 }
 
@@ -227,7 +231,7 @@ fn negative_and_extreme_times_do_not_panic() {
         let mut w = Windows::new(WindowConfig { width_secs: 0, lateness_secs: u32::MAX, ..WindowConfig::default() });
         let _ = push(&mut w, "x", ts);
         drain(&mut w);
-        w.close_idle(i64::MIN, i64::MAX, &mut out);
+        w.close_idle(i64::MIN, i64::MAX, i64::MIN, &mut out);
         w.close_all(&mut out);
     }
     assert_eq!(
@@ -273,4 +277,56 @@ fn a_flood_of_new_sensors_is_refused_at_max_keys_and_known_ones_keep_flowing() {
     assert_eq!(push(&mut w, "a", T0 + 1_000), Push::Accepted);
     assert_eq!(push(&mut w, "b", T0 + 1_000), Push::Accepted);
     assert_eq!(WindowConfig { max_keys: 0, ..WindowConfig::default() }.validate(), Err(WindowConfigError::NoKeys));
+}
+
+/// Pushes a reading of "a" at meter time `ts_ms`, arriving at `arrival_ms`.
+fn push_at(w: &mut Windows, ts_ms: i64, arrival_ms: i64) -> Push {
+    w.push(&reading("a", ts_ms, [1.0, 2.0, 3.0]), 0, arrival_ms)
+}
+
+#[test]
+fn a_clock_that_jumps_an_hour_ahead_and_back_closes_no_window_early() {
+    let mut w = windows();
+    let hour = 3_600_000;
+    assert_eq!(push_at(&mut w, T0 + 1_000, T0 + 1_000), Push::Accepted);
+    // One minute of readings an hour ahead: refused, the watermark stays.
+    for s in 0..60 {
+        let pushed = push_at(&mut w, T0 + hour + 2_000 + s * 1_000, T0 + 2_000 + s * 1_000);
+        assert!(matches!(pushed, Push::ClockJump { ahead_ms } if ahead_ms > hour - 1_000), "{pushed:?}");
+    }
+    assert!(drain(&mut w).is_empty(), "no window closed by the jumped readings");
+    // The clock is right again: merged, as if the jump had not happened.
+    assert_eq!(push_at(&mut w, T0 + 62_000, T0 + 62_000), Push::Accepted);
+    assert_eq!(push_at(&mut w, T0 + 2 * W + 5_000, T0 + 2 * W + 5_000), Push::Accepted);
+    let closed = drain(&mut w);
+    assert_eq!(closed.iter().map(|c| (c.start_ms, c.readings)).collect::<Vec<_>>(), [(T0, 1), (T0 + W, 1)]);
+}
+
+#[test]
+fn a_clock_that_stays_jumped_is_accepted_after_the_accept_time() {
+    let mut w = windows();
+    let hour = 3_600_000;
+    assert_eq!(push_at(&mut w, T0, T0), Push::Accepted);
+    assert!(matches!(push_at(&mut w, T0 + hour, T0 + 1_000), Push::ClockJump { .. }));
+    assert!(matches!(push_at(&mut w, T0 + hour + 119_000, T0 + 119_999), Push::ClockJump { .. }));
+    // 120 s of wall clock after the first jumped reading: the clock was set.
+    assert_eq!(push_at(&mut w, T0 + hour + 120_000, T0 + 121_000), Push::Accepted);
+    assert_eq!(push_at(&mut w, T0 + hour + 121_000, T0 + 122_000), Push::Accepted);
+}
+
+#[test]
+fn silence_and_fast_backlogs_are_not_clock_jumps() {
+    let mut w = windows();
+    let hour = 3_600_000;
+    assert_eq!(push_at(&mut w, T0, T0), Push::Accepted);
+    // Silent for two hours, back on time.
+    assert_eq!(push_at(&mut w, T0 + 2 * hour, T0 + 2 * hour), Push::Accepted);
+    // A backlog delivered at 100x: each reading just after the one before.
+    for k in 1..1_000 {
+        assert_eq!(push_at(&mut w, T0 + 2 * hour + k * 1_000, T0 + 2 * hour + k * 10), Push::Accepted);
+    }
+    // Off: no check at all.
+    let mut w = Windows::new(WindowConfig { clock_jump_secs: 0, ..WindowConfig::default() });
+    assert_eq!(push_at(&mut w, T0, T0), Push::Accepted);
+    assert_eq!(push_at(&mut w, T0 + hour, T0 + 1), Push::Accepted);
 }

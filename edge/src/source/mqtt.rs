@@ -72,6 +72,7 @@ impl MqttSource {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     tracing::info!(session_present = ack.session_present, topics = ?self.topics, "connected to MQTT broker");
                     self.backoff.reset();
+                    stats.mqtt_connected(crate::driver::now_ms());
                     self.subscribe()?;
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
@@ -86,6 +87,7 @@ impl MqttSource {
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    stats.mqtt_disconnected();
                     Stats::add(&stats.mqtt_reconnects, 1);
                     let delay = self.backoff.next_delay();
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost; reconnecting");

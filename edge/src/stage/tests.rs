@@ -67,8 +67,10 @@ fn redelivered_readings_are_duplicates_and_late_ones_are_counted_not_merged() {
     batch(&mut stage, &[reading("a", T0 + 70_000, 1.0)]);
     let step = batch(&mut stage, &[reading("b", T0 + 3_000, 1.0), reading("a", T0 + 59_000, 99.0)]);
     assert_eq!((step.counts.accepted, step.counts.late), (1, 1));
-    let late = step.first_late.expect("the late reading, for the log");
-    assert_eq!((late.index, late.key, late.closed_until_ms), (1, key("a"), T0 + 60_000));
+    let [late] = &step.aside[..] else { panic!("one late message: {:?}", step.aside) };
+    assert_eq!((late.index, &late.key, late.kind()), (1, &key("a"), "late"));
+    assert_eq!(late.why, Aside::Late { window_start_ms: T0, closed_until_ms: T0 + 60_000 });
+    assert_eq!((late.late, late.clock_jumped, late.readings), (1, 0, 1));
 }
 
 #[test]
@@ -86,12 +88,14 @@ fn a_tick_closes_the_windows_of_quiet_sensors_only() {
     let mut stage = Stage::new(config(), 0);
     stage.on_batch([&reading("a", T0, 1.0)[..]], NOW);
     stage.on_batch([&reading("b", T0, 1.0)[..]], NOW + 8_000);
-    let step = stage.on_tick(NOW + 12_000);
+    assert!(stage.on_tick(NOW + 12_000, None).is_empty(), "not connected: nobody is quiet");
+    assert!(stage.on_tick(NOW + 12_000, Some(NOW + 5_000)).is_empty(), "connected 7 s ago: nobody is quiet");
+    let step = stage.on_tick(NOW + 12_000, Some(i64::MIN));
     assert!(step.journal.is_none());
     assert_eq!(step.closed.iter().map(|w| w.key.clone()).collect::<Vec<_>>(), vec![key("a")]);
     assert_eq!(step.frontiers, vec![(key("a"), T0 + 60_000)]);
     assert_eq!(step.forget_below, 1, "entry 1 (b) is still needed");
-    assert!(stage.on_tick(NOW + 12_000).is_empty());
+    assert!(stage.on_tick(NOW + 12_000, Some(i64::MIN)).is_empty());
 }
 
 #[test]
@@ -171,7 +175,7 @@ fn run_through(
         i += 1;
     }
     // The meters went quiet: everything still open closes.
-    spool.commit(stage.on_tick(NOW + 60_000));
+    spool.commit(stage.on_tick(NOW + 60_000, Some(i64::MIN)));
     spool.written.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
     spool.written
 }
@@ -185,4 +189,26 @@ fn a_crash_at_any_point_writes_every_window_once_with_the_same_mean() {
         assert_eq!(run_through(Some(point), None), expected, "crash after committing batch {point}");
         assert_eq!(run_through(None, Some(point)), expected, "crash before committing batch {point}");
     }
+}
+
+#[test]
+fn readings_of_a_clock_that_jumped_ahead_are_put_aside_by_message() {
+    let mut stage = Stage::new(config(), 0);
+    batch(&mut stage, &[reading("a", T0 + 1_000, 1.0)]);
+    let hour = 3_600_000;
+    let mixed = [
+        &reading("a", T0 + 2_000, 2.0)[..],
+        b",",
+        &reading("a", T0 + hour, 3.0),
+        b",",
+        &reading("a", T0 + hour + 1_000, 4.0),
+    ]
+    .concat();
+    let array = [&b"["[..], &mixed, b"]"].concat();
+    let step = batch(&mut stage, &[array]);
+    assert_eq!((step.counts.accepted, step.counts.clock_jumped), (1, 2));
+    let [aside] = &step.aside[..] else { panic!("one message put aside: {:?}", step.aside) };
+    assert_eq!((aside.index, aside.readings, aside.late, aside.clock_jumped), (0, 3, 0, 2));
+    assert_eq!((aside.kind(), aside.ts_ms), ("clock_jump", T0 + hour));
+    assert!(step.closed.is_empty(), "the jumped readings closed no window");
 }

@@ -14,6 +14,9 @@
 //! service at start with the key and the path in the message. This is what
 //! systemd's `LoadCredential=` needs: `GRIDCAST_MQTT__PASSWORD_FILE=%d/mqtt-password`
 //! in the unit (`%d` is the credentials directory; TOML expands no variables).
+//! TLS files (`ca_file`, `client_cert_file`, `client_key_file`) are read by
+//! `validate`, at load too (see `source::tls`); the config keeps only their
+//! paths, so the client key is never in it.
 
 use std::path::{Path, PathBuf};
 
@@ -94,6 +97,22 @@ pub struct MqttConfig {
     /// time; not together with `password`. With systemd's `LoadCredential=`:
     /// `GRIDCAST_MQTT__PASSWORD_FILE=%d/mqtt-password` in the unit.
     pub password_file: Option<PathBuf>,
+    /// Connect over TLS (rustls). The broker's certificate must chain to
+    /// `ca_file`, and name `host` in its subjectAltName. Set `port` to the
+    /// broker's TLS listener (often 8883).
+    pub tls: bool,
+    /// With `tls`: the PEM file of the CA (or CAs) that signed the broker's
+    /// certificate; the only CAs trusted (no system roots). Read at start.
+    pub ca_file: Option<PathBuf>,
+    /// With `tls`, for mutual TLS: our certificate chain (PEM), leaf first,
+    /// shown to a broker that asks for one (Mosquitto `require_certificate
+    /// true`). Read at start; set together with `client_key_file`.
+    pub client_cert_file: Option<PathBuf>,
+    /// The private key of `client_cert_file` (PEM: PKCS#8, RSA or EC). A
+    /// secret: only its path is ever printed (`--print-config` too), never
+    /// its content. Read at start; with systemd's `LoadCredential=`:
+    /// `GRIDCAST_MQTT__CLIENT_KEY_FILE=%d/mqtt-client-key`.
+    pub client_key_file: Option<PathBuf>,
     /// First reconnect delay after an error, in milliseconds; doubles up to `reconnect_max_ms`.
     pub reconnect_min_ms: u64,
     /// Largest reconnect delay, in milliseconds.
@@ -137,6 +156,10 @@ impl Default for MqttConfig {
             username: None,
             password: None,
             password_file: None,
+            tls: false,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
             reconnect_min_ms: 200,
             reconnect_max_ms: 30_000,
             max_packet_bytes: 32 << 20,
@@ -179,6 +202,9 @@ impl MqttConfig {
                 );
             }
         }
+        // Reads ca_file, client_cert_file and client_key_file: a missing or
+        // broken one stops the service here, naming the key and the path.
+        crate::source::tls::client_config(self)?;
         Ok(())
     }
 

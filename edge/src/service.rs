@@ -68,14 +68,25 @@ pub fn launch<C: Consumer>(
 pub async fn supervise(
     shutdown: Shutdown,
     mut driver: JoinHandle<anyhow::Result<()>>,
-    source: JoinHandle<anyhow::Result<()>>,
+    mut source: JoinHandle<anyhow::Result<()>>,
     mut helpers: JoinSet<anyhow::Result<()>>,
     on_driver_end: impl FnOnce(),
 ) -> anyhow::Result<()> {
     let mut failed: Option<anyhow::Error> = None;
+    let mut source_ended = false;
     let driver_result = loop {
         tokio::select! {
             result = &mut driver => break result,
+            // The source ends before the driver only if it cannot run at all
+            // (its TLS files became unreadable after the config was loaded).
+            result = &mut source, if !source_ended => {
+                source_ended = true;
+                if let Err(error) = result.map_err(anyhow::Error::from).and_then(|r| r) {
+                    tracing::error!(error = %format!("{error:#}"), "the MQTT source failed: stopping the service (undelivered data stays spooled)");
+                    failed.get_or_insert(error);
+                    shutdown.driver.cancel();
+                }
+            }
             Some(result) = helpers.join_next(), if failed.is_none() => {
                 let error = match result {
                     Ok(Ok(())) => continue, // a helper that had nothing more to do
@@ -90,7 +101,7 @@ pub async fn supervise(
     };
     on_driver_end();
     shutdown.source.cancel();
-    let source_result = source.await;
+    let source_result = if source_ended { Ok(Ok(())) } else { source.await };
     shutdown.helpers.cancel();
     while let Some(result) = helpers.join_next().await {
         let result = result.map_err(anyhow::Error::from).and_then(|r| r);

@@ -32,25 +32,54 @@ fn write_file(path: &Path, contents: &str) {
 /// persistent sessions and their queued messages survive, as on the Pi.
 pub struct Mosquitto {
     process: ServerProcess,
+    /// The port of the listener [`Mosquitto::start_with_listener`] added.
+    second_port: Option<u16>,
 }
 
 impl Mosquitto {
     pub fn start(dir: impl AsRef<Path>) -> Self {
-        let dir = dir.as_ref();
+        Self::launch(dir.as_ref(), None)
+    }
+
+    /// As [`Mosquitto::start`], plus a second listener: `listener(port)`
+    /// returns its config block (starting with `listener {port} 127.0.0.1`)
+    /// for a free port, appended to the config, with `per_listener_settings
+    /// true` on top, so its authentication settings (`allow_anonymous`,
+    /// `password_file`) are its own and the shipped listener stays open to
+    /// the tests' publishers. A TLS listener, say; [`Mosquitto::second_port`]
+    /// gives its port.
+    pub fn start_with_listener(dir: impl AsRef<Path>, listener: impl Fn(u16) -> String) -> Self {
+        Self::launch(dir.as_ref(), Some(&listener))
+    }
+
+    fn launch(dir: &Path, listener: Option<&dyn Fn(u16) -> String>) -> Self {
         let data = create_dir(&dir.join("mosquitto"));
         let config = dir.join("mosquitto.conf");
         let program = find_binary("mosquitto", "/usr/sbin/mosquitto");
         let log = fresh_log(&dir.join("mosquitto.log"));
+        let mut second_port = None;
         let process = ServerProcess::start("mosquitto", log, mqtt_answers, |port| {
-            write_file(&config, &mosquitto_config(port, &data));
+            let mut text = mosquitto_config(port, &data);
+            if let Some(listener) = listener {
+                // A fresh port on every launch attempt, as for the first.
+                let port = super::free_port();
+                second_port = Some(port);
+                text = format!("per_listener_settings true\n{text}\n# Added by the test.\n{}\n", listener(port));
+            }
+            write_file(&config, &text);
             Launch { program: program.clone(), args: vec!["-c".into(), config.clone().into()], env_remove: vec![] }
         });
-        Mosquitto { process }
+        Mosquitto { process, second_port }
     }
 
     /// `127.0.0.1:PORT`.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port())
+    }
+
+    /// The port of the listener added by [`Mosquitto::start_with_listener`].
+    pub fn second_port(&self) -> Option<u16> {
+        self.second_port
     }
 }
 

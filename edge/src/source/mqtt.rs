@@ -8,16 +8,24 @@
 //! restore subscriptions, and a broker may have lost them (a `$share`
 //! subscription was lost on a Mosquitto restart even with session_present),
 //! so we subscribe again on every ConnAck.
+//!
+//! With `[mqtt] tls` the connection is TLS (see `tls.rs`). A refusal that
+//! needs a person (an untrusted or expired certificate, a wrong password)
+//! is logged at error level with what to fix, and retried like any other
+//! failure: the broker or the files may be fixed while we wait.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, SubscribeFilter};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, SubscribeFilter, TlsConfiguration, Transport,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::MqttConfig;
+use crate::source::tls::{self, TlsSetupError};
 use crate::stats::Stats;
 
 /// A connected-on-demand client and its event loop.
@@ -26,10 +34,16 @@ pub struct MqttSource {
     eventloop: EventLoop,
     topics: Vec<String>,
     backoff: Backoff,
+    /// What error messages refer to (host, port, file paths; no secrets).
+    config: MqttConfig,
+    /// TLS files that could not be read here although the config's
+    /// validation read them: `run` fails with this at once.
+    setup_error: Option<TlsSetupError>,
 }
 
 impl MqttSource {
-    /// Configure the session: fixed client id, persistent session, manual acks.
+    /// Configure the session: fixed client id, persistent session, manual
+    /// acks, and TLS if configured.
     pub fn new(config: &MqttConfig) -> MqttSource {
         let mut options = MqttOptions::new(&config.client_id, &config.host, config.port);
         options
@@ -40,6 +54,14 @@ impl MqttSource {
         if let (Some(user), Some(pass)) = (&config.username, &config.password) {
             options.set_credentials(user, pass.expose());
         }
+        let setup_error = match tls::client_config(config) {
+            Ok(Some(client_config)) => {
+                options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(client_config)));
+                None
+            }
+            Ok(None) => None,
+            Err(e) => Some(e),
+        };
         // The request channel carries our acks; the broker never has more
         // than its in-flight limit un-acked, so this bound is never reached.
         let (client, eventloop) = AsyncClient::new(options, 65_536);
@@ -48,6 +70,8 @@ impl MqttSource {
             eventloop,
             topics: config.topics.clone(),
             backoff: Backoff::new(config.reconnect_min_ms, config.reconnect_max_ms),
+            config: MqttConfig { password: None, ..config.clone() },
+            setup_error,
         }
     }
 
@@ -58,6 +82,9 @@ impl MqttSource {
         stats: Arc<Stats>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
+        if let Some(error) = self.setup_error.take() {
+            return Err(error.into());
+        }
         loop {
             let event = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -90,7 +117,17 @@ impl MqttSource {
                     stats.mqtt_disconnected();
                     Stats::add(&stats.mqtt_reconnects, 1);
                     let delay = self.backoff.next_delay();
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost; reconnecting");
+                    let retry_in_ms = delay.as_millis() as u64;
+                    match tls::explain(&e, &self.config) {
+                        Some(why) => tracing::error!(
+                            error = %e,
+                            retry_in_ms,
+                            "cannot connect to the MQTT broker at {}:{}: {why}; retrying",
+                            self.config.host,
+                            self.config.port
+                        ),
+                        None => tracing::warn!(error = %e, retry_in_ms, "MQTT connection lost; reconnecting"),
+                    }
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(delay) => {}

@@ -50,6 +50,9 @@ enum Command {
     #[cfg(feature = "cloud")]
     /// Build and push the predictor image, or a model as its top layer, straight to a registry.
     Ship(gridcast_ship::cli::ShipArgs),
+    #[cfg(feature = "cloud")]
+    /// Sign models: make a signing key pair, sign a model file, verify one against public keys.
+    Model(gridcast_ship::signing::ModelArgs),
     #[cfg(feature = "agent")]
     /// On an edge device: run the predictor image a registry tag points to, soak new ones, roll back bad ones.
     Agent(gridcast_agent::cli::AgentArgs),
@@ -101,6 +104,8 @@ fn run() -> anyhow::Result<()> {
             },
             #[cfg(feature = "cloud")]
             Command::Ship(args) => gridcast_ship::cli::run(args).await,
+            #[cfg(feature = "cloud")]
+            Command::Model(args) => gridcast_ship::signing::run(args),
             #[cfg(feature = "agent")]
             Command::Agent(args) => gridcast_agent::cli::run(args, shutdown_signal()).await,
         }

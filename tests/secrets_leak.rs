@@ -1,7 +1,8 @@
 //! Secrets never leak: every service run at `RUST_LOG=debug` (its own logs
 //! and every library's) with known secrets in its config and environment:
 //! MQTT and InfluxDB passwords, an InfluxDB token, S3 keys, a registry
-//! password, a password in the agent's container environment. All output
+//! password, a password in the agent's container environment, a model
+//! signing key (retrain and ship load it, then fail). All output
 //! (logs, errors, `--print-config`) is searched for each secret, whether the
 //! run works (ingest and predict on the real servers) or fails (a registry,
 //! an InfluxDB or an engine that is not there). `--print-config` shows `***`.
@@ -27,8 +28,10 @@ const INFLUX_TOKEN: &str = "influx-token-LEAKCHECK3";
 const S3_SECRET: &str = "s3-secret-LEAKCHECK4";
 const REGISTRY_PASSWORD: &str = "registry-pw-LEAKCHECK5";
 const CONTAINER_PASSWORD: &str = "container-pw-LEAKCHECK6";
-const SECRETS: [&str; 6] =
-    [MQTT_PASSWORD, INFLUX_PASSWORD, INFLUX_TOKEN, S3_SECRET, REGISTRY_PASSWORD, CONTAINER_PASSWORD];
+/// A model signing key (`GRIDCAST_SIGNING_KEY`): 64 hex digits, so it loads.
+const SIGNING_KEY: &str = "1eac4ec7000000000000000000000000000000000000000000000000000000a7";
+const SECRETS: [&str; 7] =
+    [MQTT_PASSWORD, INFLUX_PASSWORD, INFLUX_TOKEN, S3_SECRET, REGISTRY_PASSWORD, CONTAINER_PASSWORD, SIGNING_KEY];
 
 fn assert_no_secret(what: &str, text: &str) {
     assert!(!text.is_empty(), "{what}: no output to check");
@@ -186,12 +189,18 @@ async fn no_service_prints_a_secret_at_debug_level_working_or_failing() {
     let printed = run(&["retrain", "--config", retrain.to_str().unwrap(), "--print-config"], &[]);
     assert!(printed.contains(r#"password = "***""#), "{printed}");
     assert_no_secret("retrain --print-config", &printed);
-    let output = tokio::task::block_in_place(|| run(&["retrain", "--config", retrain.to_str().unwrap()], &[]));
+    let signing = [("GRIDCAST_SIGNING_KEY", SIGNING_KEY)];
+    let output = tokio::task::block_in_place(|| run(&["retrain", "--config", retrain.to_str().unwrap()], &signing));
     assert!(output.contains("127.0.0.1"), "it failed, naming InfluxDB:\n{output}");
+    assert!(output.contains("signed with key"), "the signing key was loaded:\n{output}");
     assert_no_secret("retrain failing to reach InfluxDB", &output);
 
     // Ship failing: a registry that is not there, with credentials.
-    let registry_env = [("GRIDCAST_REGISTRY_USERNAME", "gridcast"), ("GRIDCAST_REGISTRY_PASSWORD", REGISTRY_PASSWORD)];
+    let registry_env = [
+        ("GRIDCAST_REGISTRY_USERNAME", "gridcast"),
+        ("GRIDCAST_REGISTRY_PASSWORD", REGISTRY_PASSWORD),
+        ("GRIDCAST_SIGNING_KEY", SIGNING_KEY),
+    ];
     let registry = format!("127.0.0.1:{}", free_port());
     let model = shipped_model();
     let output = tokio::task::block_in_place(|| {

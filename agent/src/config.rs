@@ -53,6 +53,31 @@ pub struct AgentSection {
     /// The Docker engine: `unix:///path/docker.sock`; empty for DOCKER_HOST
     /// or the local default socket.
     pub docker_host: String,
+    /// Public keys (64 hex digits, `gridcast model keygen`'s signing.pub):
+    /// with any here or in `trusted_keys_file`, a new image is run only if
+    /// the model in its top layer is signed by one of them (or is the
+    /// shipped default); otherwise it is refused before anything stops.
+    /// None: images' models are not checked.
+    pub trusted_keys: Vec<gridcast_core::model::signature::PublicKey>,
+    /// A file of such keys, one a line (`#` comments), read at start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted_keys_file: Option<PathBuf>,
+}
+
+impl AgentSection {
+    /// `trusted_keys` and the keys in `trusted_keys_file`.
+    pub fn all_trusted_keys(&self) -> anyhow::Result<Vec<gridcast_core::model::signature::PublicKey>> {
+        let mut keys = self.trusted_keys.clone();
+        if let Some(file) = &self.trusted_keys_file {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| anyhow::anyhow!("reading [agent] trusted_keys_file {}: {e}", file.display()))?;
+            let more = gridcast_core::model::signature::parse_public_keys(&text)
+                .map_err(|e| anyhow::anyhow!("[agent] trusted_keys_file {}: {e}", file.display()))?;
+            anyhow::ensure!(!more.is_empty(), "[agent] trusted_keys_file {} holds no key", file.display());
+            keys.extend(more);
+        }
+        Ok(keys)
+    }
 }
 
 impl Default for AgentSection {
@@ -64,6 +89,8 @@ impl Default for AgentSection {
             insecure: false,
             device: "pi-1".into(),
             docker_host: String::new(),
+            trusted_keys: Vec::new(),
+            trusted_keys_file: None,
         }
     }
 }

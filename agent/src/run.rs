@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use gridcast_core::model::signature::{self, PublicKey};
 use gridcast_edge::http::{self, Exposition};
 use gridcast_ship::credentials;
 use gridcast_ship::registry::Registry;
@@ -56,7 +57,19 @@ struct Agent {
     events: EventLog,
     device: String,
     metrics: Arc<AgentMetrics>,
+    /// Who must have signed a new image's model (empty: not checked).
+    trusted_keys: Vec<PublicKey>,
 }
+
+/// What [`Agent::model_trust`] found.
+enum ModelTrust {
+    Trusted,
+    Refused(String),
+    Unreadable(String),
+}
+
+/// The largest model read from an image's layer, as the predictor's limit.
+const MAX_MODEL_BYTES: u64 = 64 << 20;
 
 impl Agent {
     async fn start(config: &AgentConfig) -> anyhow::Result<Agent> {
@@ -74,6 +87,15 @@ impl Agent {
         let events = EventLog::new(&config.agent.state_dir, &config.events)?;
         let metrics = Arc::new(AgentMetrics::default());
         metrics.refused.store(machine.state.refused.len() as u64, Ordering::Relaxed);
+        let trusted_keys = config.agent.all_trusted_keys()?;
+        if trusted_keys.is_empty() {
+            tracing::warn!(
+                "images' models are not verified: no [agent] trusted_keys, so any image the tag points to is run"
+            );
+        } else {
+            let ids: Vec<String> = trusted_keys.iter().map(PublicKey::id).collect();
+            tracing::info!(keys = %ids.join(","), "a new image runs only if its model is signed by a trusted key");
+        }
         Ok(Agent {
             target,
             repository,
@@ -86,6 +108,7 @@ impl Agent {
             events,
             device: config.agent.device.clone(),
             metrics,
+            trusted_keys,
         })
     }
 
@@ -187,6 +210,12 @@ impl Agent {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot read the image's platform; pulling it anyway"),
             }
+            match self.model_trust(&reference).await {
+                ModelTrust::Trusted => {}
+                ModelTrust::Refused(reason) => return self.machine.refuse_trial(digest, reason),
+                // Not evidence against the image: tried again at the next poll.
+                ModelTrust::Unreadable(error) => return self.machine.run_failed(digest, &error),
+            }
         }
         tracing::info!(%image, "pulling and starting");
         let started = match self.engine.pull(&self.repository, digest, &self.auth).await {
@@ -202,6 +231,30 @@ impl Agent {
                 tracing::error!(%image, error = %e, "cannot run the image");
                 self.machine.run_failed(digest, &e.to_string())
             }
+        }
+    }
+
+    /// With trusted keys, whether the model in `reference`'s top layer may
+    /// run here: refused if unsigned, signed by another key, changed after
+    /// signing, or missing (what cannot be checked does not run); not
+    /// readable (the registry failed us) is neither, and is tried again.
+    async fn model_trust(&self, reference: &Reference) -> ModelTrust {
+        if self.trusted_keys.is_empty() {
+            return ModelTrust::Trusted;
+        }
+        match self.registry.model_file(reference, MAX_MODEL_BYTES).await {
+            Ok(Some(bytes)) => match signature::accept(&bytes, &self.trusted_keys) {
+                Ok(accepted) => {
+                    tracing::info!(image = %reference, model = ?accepted, "the image's model is trusted");
+                    ModelTrust::Trusted
+                }
+                Err(e) => ModelTrust::Refused(format!("its model is refused: {e}")),
+            },
+            Ok(None) => ModelTrust::Refused(format!(
+                "its top layer holds no model at {} whose signature could be checked",
+                gridcast_ship::image::MODEL_PATH
+            )),
+            Err(e) => ModelTrust::Unreadable(format!("its model could not be read to check its signature: {e}")),
         }
     }
 

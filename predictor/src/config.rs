@@ -80,6 +80,15 @@ pub struct PredictSection {
     pub model: String,
     /// Seconds between checks of the model source for a new model.
     pub model_poll_secs: u64,
+    /// Public keys (64 hex digits each, as `gridcast model keygen` writes
+    /// `signing.pub`) whose signature makes a model servable. With any key
+    /// here or in `trusted_keys_file`, an unsigned or otherwise signed model
+    /// is refused (the shipped default model excepted); with none, models
+    /// are not verified.
+    pub trusted_keys: Vec<gridcast_core::model::signature::PublicKey>,
+    /// A file of such public keys, one a line (`#` comments), read at start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted_keys_file: Option<PathBuf>,
     /// InfluxDB measurement of predictions, actuals and errors.
     pub measurement: String,
     /// Tag `site` on every prediction line (the dashboards' site variable);
@@ -104,6 +113,8 @@ impl Default for PredictSection {
             source: Source::Raw,
             model: "models/default.gcm".into(),
             model_poll_secs: 5,
+            trusted_keys: Vec::new(),
+            trusted_keys_file: None,
             measurement: "gridcast_prediction".into(),
             site: String::new(),
             idle_close_secs: 300,
@@ -268,6 +279,32 @@ mod tests {
                 "[mqtt]\ntopics = [\"$share/p/data/realtime/feature/#\"]\nshared_dispatch = \"by_topic\"\n",
             )?;
             assert!(load(Some(Path::new("t.toml"))).unwrap().mqtt.is_shared());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn trusted_keys_parse_from_the_config_and_a_bad_one_is_named() {
+        use gridcast_core::model::signature::SigningKey;
+        let key = SigningKey::from_seed(&[5; 32]).public_key();
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("keys.pub", &format!("# the trainer's key\n{key}\n"))?;
+            jail.create_file(
+                "k.toml",
+                &format!("[predict]\ntrusted_keys = [\"{key}\"]\ntrusted_keys_file = \"keys.pub\"\n"),
+            )?;
+            let c = load(Some(Path::new("k.toml"))).unwrap();
+            assert_eq!(c.predict.trusted_keys, vec![key]);
+            let trust = crate::trust::Trust::from_config(&c.predict).unwrap();
+            assert_eq!(trust.keys(), &[key, key]);
+            jail.create_file("b.toml", "[predict]\ntrusted_keys = [\"c0ffee\"]\n")?;
+            let err = format!("{:#}", load(Some(Path::new("b.toml"))).unwrap_err());
+            assert!(err.contains("public key") && err.contains("64 hex digits"), "{err}");
+            jail.create_file("empty.pub", "# nobody yet\n")?;
+            jail.create_file("e.toml", "[predict]\ntrusted_keys_file = \"empty.pub\"\n")?;
+            let c = load(Some(Path::new("e.toml"))).unwrap();
+            let err = crate::trust::Trust::from_config(&c.predict).unwrap_err().to_string();
+            assert!(err.contains("holds no key"), "{err}");
             Ok(())
         });
     }

@@ -22,6 +22,7 @@ pub mod model_source;
 pub mod run;
 pub mod spool;
 pub mod triplet;
+pub mod trust;
 pub mod uploader;
 
 /// Blob storage by URL (the edge runtime's).

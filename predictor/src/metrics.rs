@@ -21,8 +21,14 @@ pub struct Metrics {
     pub upload_failures: AtomicU64,
     pub model_reloads: AtomicU64,
     pub model_rejects: AtomicU64,
+    /// Of those, the models refused for their signature, by reason
+    /// (`unsigned`, `untrusted_key`, `bad_signature`, `malformed_signature`).
+    pub model_signature_rejects: [AtomicU64; 4],
     pub running: AtomicBool,
     pub model_version: Mutex<String>,
+    /// Why the serving model may serve (`signed by <key id>`, `the shipped
+    /// default`, `not verified`), on `/health`.
+    pub model_provenance: Mutex<String>,
     /// Error sums over judged predictions, W.
     pub errors: Mutex<ErrorSums>,
 }
@@ -53,6 +59,17 @@ impl Metrics {
         c.load(Ordering::Relaxed)
     }
 
+    /// The reasons [`Metrics::model_signature_rejects`] counts, in order.
+    pub const SIGNATURE_REASONS: [&str; 4] = ["unsigned", "untrusted_key", "bad_signature", "malformed_signature"];
+
+    /// A model refused for its signature: counted in `model_rejects` and
+    /// under its reason.
+    pub fn count_signature_reject(&self, reason: &str) {
+        Self::inc(&self.model_rejects);
+        let i = Self::SIGNATURE_REASONS.iter().position(|r| *r == reason).unwrap_or(3);
+        Self::inc(&self.model_signature_rejects[i]);
+    }
+
     pub fn set_model_version(&self, v: &str) {
         *self.model_version.lock().expect("metrics lock") = v.to_string();
     }
@@ -66,6 +83,10 @@ impl Metrics {
 
     pub fn errors(&self) -> ErrorSums {
         *self.errors.lock().expect("metrics lock")
+    }
+
+    pub fn set_model_provenance(&self, p: &str) {
+        *self.model_provenance.lock().expect("metrics lock") = p.to_string();
     }
 
     pub fn model_version(&self) -> String {
@@ -107,7 +128,20 @@ impl Metrics {
             Self::get(&self.upload_failures),
         );
         counter("model_reloads_total", "Models swapped in while running.", "counter", Self::get(&self.model_reloads));
-        counter("model_rejects_total", "New models refused by validation.", "counter", Self::get(&self.model_rejects));
+        counter(
+            "model_rejects_total",
+            "New models refused by validation or for their signature.",
+            "counter",
+            Self::get(&self.model_rejects),
+        );
+        let _ = writeln!(
+            s,
+            "# HELP gridcast_model_signature_rejects_total New models refused for their signature ([predict] trusted_keys), by reason.\n\
+             # TYPE gridcast_model_signature_rejects_total counter"
+        );
+        for (reason, count) in Self::SIGNATURE_REASONS.iter().zip(&self.model_signature_rejects) {
+            let _ = writeln!(s, "gridcast_model_signature_rejects_total{{reason=\"{reason}\"}} {}", Self::get(count));
+        }
         let errors = self.errors();
         let _ = writeln!(
             s,
@@ -136,6 +170,7 @@ impl Metrics {
             "status": if ok { "ok" } else { "unavailable" },
             "running": running,
             "model_version": version,
+            "model_provenance": self.model_provenance.lock().expect("metrics lock").clone(),
             "triplet_spool_depth": Self::get(&self.triplet_spool_depth),
         });
         (ok, body)
@@ -162,5 +197,10 @@ mod tests {
         assert!(text.contains("gridcast_absolute_error_watts_sum 12.5\n"), "{text}");
         assert!(text.contains("gridcast_absolute_actual_watts_sum 250\n"), "{text}");
         assert!(text.contains("gridcast_persistence_error_watts_sum 20\n"), "{text}");
+        m.count_signature_reject("untrusted_key");
+        let text = m.render();
+        assert!(text.contains("gridcast_model_signature_rejects_total{reason=\"untrusted_key\"} 1\n"), "{text}");
+        assert!(text.contains("gridcast_model_signature_rejects_total{reason=\"unsigned\"} 0\n"), "{text}");
+        assert!(text.contains("gridcast_model_rejects_total 1\n"), "{text}");
     }
 }

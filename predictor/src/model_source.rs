@@ -9,13 +9,15 @@
 //! picked by name), and a smoke prediction that must be finite. A model that
 //! passes is handed to the prediction loop, which swaps it in between two
 //! batches; a model that fails is logged and counted, and the old one keeps
-//! serving.
+//! serving. Before any of that, with trusted keys configured, the file must
+//! be signed by one of them ([`Trust`], `trust.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use gridcast_core::features::{FeatureState, Interval, RowLayout};
 use gridcast_core::model::Model;
+use gridcast_core::model::signature::SignatureError;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -23,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::store;
+use crate::trust::{Provenance, Trust};
 
 /// A validated model and its identity.
 #[derive(Debug)]
@@ -33,6 +36,45 @@ pub struct LoadedModel {
     /// How its rows are made: the feature state's spec, and which of its
     /// columns the model reads (all of them for a model gridcast trained).
     pub layout: RowLayout,
+    /// Why it may be served: who signed it.
+    pub provenance: Provenance,
+}
+
+/// Why a model was not served.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// Not signed by a trusted key.
+    #[error("{0}")]
+    Signature(SignatureError),
+    /// Not a valid model for this predictor.
+    #[error("{0:#}")]
+    Invalid(anyhow::Error),
+}
+
+impl Refusal {
+    /// The metrics label: the signature's reason, or `invalid`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Signature(e) => e.reason(),
+            Refusal::Invalid(_) => "invalid",
+        }
+    }
+}
+
+/// [`load_model`] for a model that must pass `trust` first (checked on
+/// the bytes, before the trees are parsed).
+pub fn load_trusted(bytes: &[u8], interval_secs: u32, trust: &Trust) -> Result<LoadedModel, Refusal> {
+    let provenance = match trust.check(bytes) {
+        Ok(provenance) => provenance,
+        // Not a model file at all: load_model says why, as without keys.
+        Err(SignatureError::File(e)) => {
+            return Err(Refusal::Invalid(load_model(bytes, interval_secs).err().unwrap_or_else(|| e.into())));
+        }
+        Err(e) => return Err(Refusal::Signature(e)),
+    };
+    let mut loaded = load_model(bytes, interval_secs).map_err(Refusal::Invalid)?;
+    loaded.provenance = provenance;
+    Ok(loaded)
 }
 
 /// Parse and validate model bytes for an interval of `interval_secs`.
@@ -74,7 +116,7 @@ pub fn load_model(bytes: &[u8], interval_secs: u32) -> anyhow::Result<LoadedMode
     }
     let nl = bytes.iter().position(|&b| b == b'\n').unwrap_or(0);
     let version = hex::encode(Sha256::digest(&bytes[nl + 1..]));
-    Ok(LoadedModel { model, version, layout })
+    Ok(LoadedModel { model, version, layout, provenance: Provenance::NotVerified })
 }
 
 /// A JSON object with a `learner` near its start: `booster.save_model`'s file.
@@ -160,9 +202,10 @@ impl ModelSource {
     }
 
     /// Read and validate the current model (at start-up: an error is fatal).
-    pub async fn load(&self, interval_secs: u32) -> anyhow::Result<LoadedModel> {
+    pub async fn load(&self, interval_secs: u32, trust: &Trust) -> anyhow::Result<LoadedModel> {
         let bytes = self.read().await.map_err(|e| anyhow::anyhow!("cannot read model {}: {e}", self.describe()))?;
-        load_model(&bytes, interval_secs).map_err(|e| anyhow::anyhow!("model {} refused: {e}", self.describe()))
+        load_trusted(&bytes, interval_secs, trust)
+            .map_err(|e| anyhow::anyhow!("model {} refused: {e}", self.describe()))
     }
 }
 
@@ -172,6 +215,8 @@ pub struct ModelWatcher {
     pub interval_secs: u32,
     pub poll: Duration,
     pub current_version: String,
+    /// Who must have signed a new model.
+    pub trust: Trust,
 }
 
 impl ModelWatcher {
@@ -207,15 +252,20 @@ impl ModelWatcher {
                     continue;
                 }
             };
-            match load_model(&bytes, self.interval_secs) {
+            match load_trusted(&bytes, self.interval_secs, &self.trust) {
                 Ok(m) if m.version == version => {}
                 Ok(m) => {
                     tracing::info!(source = %self.source.describe(), old = %version, new = %m.version,
-                        trees = m.model.trees().len(), "new model validated; swapping it in");
+                        trees = m.model.trees().len(), provenance = %m.provenance, "new model validated; swapping it in");
                     version = m.version.clone();
                     if out.send(Arc::new(m)).await.is_err() {
                         return Ok(());
                     }
+                }
+                Err(Refusal::Signature(e)) => {
+                    metrics.count_signature_reject(e.reason());
+                    tracing::error!(source = %self.source.describe(), reason = e.reason(), error = %e, serving = %version,
+                        "new model refused: not signed by a trusted key ([predict] trusted_keys); the current model keeps serving");
                 }
                 Err(e) => {
                     Metrics::inc(&metrics.model_rejects);
@@ -309,7 +359,7 @@ mod tests {
         // Sparse: a gigabyte on paper, nothing on the disk.
         std::fs::File::create(&path).unwrap().set_len(1 << 30).unwrap();
         let source = ModelSource::parse(path.to_str().unwrap()).unwrap();
-        let err = source.load(60).await.unwrap_err().to_string();
+        let err = source.load(60, &crate::trust::Trust::default()).await.unwrap_err().to_string();
         assert!(err.contains("1073741824 bytes, over the limit of 67108864"), "{err}");
     }
 }

@@ -27,6 +27,7 @@ use gridcast_edge::http::Exposition;
 use gridcast_edge::service::launch;
 use gridcast_edge::sinks::SinkConfig;
 use gridcast_edge::sinks::task::SinkTask;
+use gridcast_edge::stage::idle_close_warning;
 use gridcast_edge::{Batching, Consumer, Driver, Output, Service, Shutdown, Spool, StageConfig, Stats};
 use influxdb_line_protocol::LineProtocolBuilder;
 use tokio::sync::{Notify, mpsc, watch};
@@ -38,6 +39,7 @@ use crate::judge::Judge;
 use crate::metrics::{ErrorSums, Metrics};
 use crate::model_source::{LoadedModel, ModelSource, ModelWatcher};
 use crate::spool::{TripletQueue, TripletWrites};
+use crate::trust::Trust;
 use crate::uploader::Uploader;
 
 /// Where predictions go when no sink is configured.
@@ -63,10 +65,22 @@ impl Predictor {
         // Dropped on every early return below: whatever was started stops.
         let shutdown = Shutdown::default();
         let source = ModelSource::parse(&config.predict.model)?;
-        let model = Arc::new(source.load(config.predict.interval_secs).await?);
-        tracing::info!(model = %source.describe(), version = %model.version, trees = model.model.trees().len(), "model loaded");
+        let trust = Trust::from_config(&config.predict)?;
+        if trust.is_enforced() {
+            let keys: Vec<String> = trust.keys().iter().map(|k| k.id()).collect();
+            tracing::info!(keys = %keys.join(","), "models must be signed by a trusted key (or be the shipped default)");
+        } else {
+            tracing::warn!(
+                "models are not verified: no [predict] trusted_keys, so any valid model file at the source is served; \
+                 sign models (gridcast model keygen, sign) and list the public key to refuse others"
+            );
+        }
+        let model = Arc::new(source.load(config.predict.interval_secs, &trust).await?);
+        tracing::info!(model = %source.describe(), version = %model.version, trees = model.model.trees().len(),
+            provenance = %model.provenance, "model loaded");
         let metrics = Arc::new(Metrics::default());
         metrics.set_model_version(&model.version);
+        metrics.set_model_provenance(&model.provenance.to_string());
 
         let sinks = effective_sinks(&config);
         let names: Vec<String> = sinks.iter().map(SinkConfig::name).collect();
@@ -91,6 +105,9 @@ impl Predictor {
         let wake = Arc::new(Notify::new());
         let forecasting =
             Forecasting::restore(&config, model.clone(), triplets.clone(), metrics.clone(), wake.clone())?;
+        if let Some(warning) = idle_close_warning(config.predict.idle_close_secs, config.mqtt.keep_alive_secs) {
+            tracing::warn!("[predict] {warning}");
+        }
         let stage = StageConfig {
             decode: config.decode.clone(),
             window: WindowConfig {
@@ -120,6 +137,7 @@ impl Predictor {
             interval_secs: config.predict.interval_secs,
             poll: Duration::from_secs(config.predict.model_poll_secs.max(1)),
             current_version: model.version.clone(),
+            trust,
         };
         helpers.spawn(watcher.run(models_tx, metrics.clone(), shutdown.helpers.clone()));
         let exposition =
@@ -319,6 +337,7 @@ impl Consumer for Forecasting {
         }
         tracing::info!(old = %self.model.version, new = %model.version, rebuilt_features = !same_spec, "model swapped");
         self.metrics.set_model_version(&model.version);
+        self.metrics.set_model_provenance(&model.provenance.to_string());
         Metrics::inc(&self.metrics.model_reloads);
         self.model = model;
         None

@@ -5,8 +5,8 @@
 
 use clap::{Args, Subcommand};
 
-use crate::engine;
 use crate::push::{self, BaseImage, DEFAULT_PREDICT_CONFIG, ModelImage};
+use crate::{engine, signing};
 
 #[derive(Debug, Args)]
 pub struct ShipArgs {
@@ -70,6 +70,11 @@ pub struct ModelArgs {
     /// unix:///var/run/docker.sock].
     #[arg(long, requires = "engine")]
     pub docker_host: Option<String>,
+    /// Sign the model with this private key before shipping it (the predictor and agent accept
+    /// only models signed by their trusted keys) [else GRIDCAST_SIGNING_KEY_FILE, else the key in
+    /// GRIDCAST_SIGNING_KEY; none: shipped as it is].
+    #[arg(long)]
+    pub signing_key_file: Option<std::path::PathBuf>,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -99,7 +104,17 @@ pub async fn run(args: ShipArgs) -> anyhow::Result<()> {
             (report.to_string(), report.digest)
         }
         ShipCommand::Model(args) => {
-            let model = ModelImage { model: args.model, base: args.base, image: args.image, insecure: args.insecure };
+            let signing_key = signing::signing_key(args.signing_key_file.as_deref())?.map(std::sync::Arc::new);
+            if let Some(key) = &signing_key {
+                eprintln!("gridcast ship: signing the model with key {}", key.public_key());
+            }
+            let model = ModelImage {
+                model: args.model,
+                base: args.base,
+                image: args.image,
+                insecure: args.insecure,
+                signing_key,
+            };
             if args.engine {
                 let report = engine::push_model_with_engine(&model, args.docker_host.as_deref()).await?;
                 (report.to_string(), report.digest)

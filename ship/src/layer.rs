@@ -60,6 +60,35 @@ pub enum LayerError {
     Duplicate(String),
     #[error("writing the layer tar: {0}")]
     Tar(#[from] std::io::Error),
+    #[error("{path} in the layer is {size} bytes, over the limit of {max}")]
+    TooLarge { path: String, size: u64, max: u64 },
+}
+
+/// The contents of the file at `path` (e.g. [`crate::image::MODEL_PATH`]) in
+/// a layer blob (tar, gzipped or not); `None` when the layer has no such
+/// file. A file over `max` bytes is an error, read no further: a layer is
+/// untrusted input.
+pub fn read_file(blob: &[u8], path: &str, max: u64) -> Result<Option<Vec<u8>>, LayerError> {
+    use std::io::Read;
+    let reader: Box<dyn Read + '_> =
+        if blob.starts_with(&[0x1f, 0x8b]) { Box::new(flate2::read::GzDecoder::new(blob)) } else { Box::new(blob) };
+    let wanted = path.trim_start_matches('/');
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries()? {
+        let entry = entry?;
+        let name = entry.path()?.to_string_lossy().trim_start_matches("./").trim_start_matches('/').to_owned();
+        if name != wanted || entry.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let size = entry.header().size()?;
+        if size > max {
+            return Err(LayerError::TooLarge { path: path.to_owned(), size, max });
+        }
+        let mut contents = Vec::with_capacity(size as usize);
+        entry.take(max + 1).read_to_end(&mut contents)?;
+        return Ok(Some(contents));
+    }
+    Ok(None)
 }
 
 /// `sha256:<hex>` of `bytes`, the form registries and image configs use.
@@ -126,6 +155,20 @@ mod tests {
     use std::io::Read;
 
     use super::*;
+
+    #[test]
+    fn a_file_is_read_back_from_a_layer_and_a_missing_or_oversized_one_is_told() {
+        let layer = build_layer(&[
+            LayerFile::new("/gridcast", 0o755, b"elf".to_vec()),
+            LayerFile::new("/models/current.gcm", 0o644, b"model bytes".to_vec()),
+        ])
+        .unwrap();
+        assert_eq!(read_file(&layer.blob, "/models/current.gcm", 64).unwrap().unwrap(), b"model bytes");
+        assert_eq!(read_file(&layer.blob, "/models/other.gcm", 64).unwrap(), None);
+        assert!(matches!(read_file(&layer.blob, "/models/current.gcm", 4), Err(LayerError::TooLarge { .. })));
+        assert!(read_file(b"\x1f\x8bnot gzip", "/models/current.gcm", 64).is_err());
+        assert_eq!(read_file(b"", "/models/current.gcm", 64).unwrap(), None);
+    }
 
     fn unpack(layer: &Layer) -> Vec<(String, u32, u64, Vec<u8>)> {
         let mut tar = Vec::new();

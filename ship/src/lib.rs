@@ -15,7 +15,8 @@
 //! what to present to a registry; `registry` is the only code that talks to
 //! a registry, `engine` the only code that talks to a Docker engine; `push`
 //! strings the daemonless path together (and checks a model for both);
-//! `cli` is the command line.
+//! `cli` is the command line; `signing` reads and writes model signing keys
+//! and is `gridcast model keygen|sign|verify`.
 
 pub mod cli;
 pub mod credentials;
@@ -24,6 +25,7 @@ pub mod image;
 pub mod layer;
 pub mod push;
 pub mod registry;
+pub mod signing;
 
 pub use engine::{EngineReport, push_model_with_engine};
 pub use push::{BaseImage, ModelImage, push_base, push_model};

@@ -4,6 +4,7 @@
 //! nothing.
 
 use gridcast_core::model::Model;
+use gridcast_core::model::signature::{self as model_signature, SigningKey};
 use oci_client::Reference;
 
 use crate::ShipError;
@@ -43,6 +44,9 @@ pub struct ModelImage {
     /// `REGISTRY/REPOSITORY[:TAG]` to push; without a tag, the model version.
     pub image: String,
     pub insecure: bool,
+    /// Sign the model with this key before it goes into the image (`None`:
+    /// ship the file as it is, signed or not).
+    pub signing_key: Option<std::sync::Arc<SigningKey>>,
 }
 
 /// Builds the base image from the binary and pushes it.
@@ -109,7 +113,12 @@ pub fn prepare_model(ship: &ModelImage) -> Result<PreparedModel, ShipError> {
 /// [`prepare_model`] for a model already in memory (`gridcast retrain`
 /// ships the bytes it published); `ship.model` only names it in messages.
 pub fn prepare_model_bytes(ship: &ModelImage, bytes: Vec<u8>) -> Result<PreparedModel, ShipError> {
-    let model = Model::from_bytes(&bytes).map_err(|reason| ShipError::BadModel { path: ship.model.clone(), reason })?;
+    let bad = |reason| ShipError::BadModel { path: ship.model.clone(), reason };
+    let model = Model::from_bytes(&bytes).map_err(bad)?;
+    let bytes = match &ship.signing_key {
+        Some(key) => model_signature::sign(&bytes, key).map_err(bad)?,
+        None => bytes,
+    };
     let sha256 = model.payload_sha256();
     let version = sha256[..12].to_owned();
     let base = parse_reference(&ship.base)?;

@@ -130,6 +130,24 @@ impl Registry {
         Ok((manifest, config.into_bytes()))
     }
 
+    /// The model file a model image carries (`ship model` puts it at
+    /// [`crate::image::MODEL_PATH`] in the top layer), `None` when the top
+    /// layer has none. A layer or model over `max` bytes is refused unread.
+    pub async fn model_file(&self, reference: &Reference, max: u64) -> Result<Option<Vec<u8>>, ShipError> {
+        let (manifest, _) = self.pull_manifest_and_config(reference).await?;
+        let Some(top) = manifest.layers.last() else { return Ok(None) };
+        let what = || format!("reading the model layer {} of {reference}", top.digest);
+        // The gzipped layer of a model is smaller than the model, plus a tar's headers.
+        let limit = max + 64 * 1024;
+        if u64::try_from(top.size).unwrap_or(u64::MAX) > limit {
+            return Err(ShipError::Registry { what: what(), cause: format!("{} bytes, over {limit}", top.size) });
+        }
+        let mut blob = Vec::new();
+        self.client.pull_blob(reference, top, &mut blob).await.map_err(|e| self.error(reference, what(), e))?;
+        crate::layer::read_file(&blob, crate::image::MODEL_PATH, max)
+            .map_err(|e| ShipError::Registry { what: what(), cause: e.to_string() })
+    }
+
     /// The digest `reference`'s tag points to now, by a HEAD on its manifest
     /// (nothing pulled). A vanished tag is an error like any other.
     pub async fn manifest_digest(&self, reference: &Reference) -> Result<String, ShipError> {

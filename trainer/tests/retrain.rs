@@ -78,6 +78,28 @@ async fn a_challenger_that_wins_by_the_margin_is_published_version_first_then_cu
 }
 
 #[tokio::test]
+async fn with_a_signing_key_the_published_model_is_signed_by_it_and_keeps_its_version() {
+    use gridcast_core::model::signature;
+    let dir = tempfile::tempdir().unwrap();
+    let champion = weak_champion(dir.path());
+    let (private, _, public) = gridcast_ship::signing::keygen(&dir.path().join("keys")).unwrap();
+    let mut config = config(&champion, &dir.path().join("store"));
+    config.publish.signing_key_file = Some(private);
+    let published = retrain(&config, "cli").await.unwrap().published.expect("published");
+    let current = std::fs::read(&published.current).unwrap();
+    assert_eq!(current, std::fs::read(&published.versioned).unwrap());
+    assert_eq!(signature::verify(&current, &[public]).unwrap(), public);
+    assert_eq!(Model::from_bytes(&current).unwrap().payload_sha256(), published.version);
+
+    // A key file that is not a key fails the retrain before it trains, naming the file.
+    let bad = dir.path().join("bad.key");
+    std::fs::write(&bad, "0123").unwrap();
+    config.publish.signing_key_file = Some(bad.clone());
+    let e = format!("{:#}", retrain(&config, "cli").await.unwrap_err());
+    assert!(e.contains(&bad.display().to_string()) && e.contains("64 hex digits"), "{e}");
+}
+
+#[tokio::test]
 async fn a_challenger_that_cannot_beat_the_champion_ships_nothing_and_says_why() {
     // The shipped model was trained on the whole sample, holdout included.
     let dir = tempfile::tempdir().unwrap();

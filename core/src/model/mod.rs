@@ -5,7 +5,8 @@
 //! - [`Forest`]: the compiled evaluator, single rows and batches.
 //! - [`Model`]: a forest plus its [`ModelMetadata`] (feature spec, target,
 //!   training range, metrics), saved with [`Model::to_bytes`] and checked by
-//!   sha256 on [`Model::from_bytes`]. An imported model carries a
+//!   sha256 on [`Model::from_bytes`]; [`signature`] signs a model file
+//!   (ed25519, in its header) and verifies it against trusted keys. An imported model carries a
 //!   [`FeatureMap`] instead of a feature spec; either way
 //!   [`Model::row_layout`] says how the shared feature code makes its rows.
 //! - [`xgboost`]: `booster.save_model("m.json")` files, 1.x and 2.x/3.x layouts.
@@ -15,6 +16,7 @@ mod forest;
 mod format;
 #[cfg(feature = "onnx")]
 pub mod onnx;
+pub mod signature;
 mod tree;
 pub mod xgboost;
 

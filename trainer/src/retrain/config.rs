@@ -314,6 +314,12 @@ pub struct PublishConfig {
     pub site: String,
     /// object_store config keys applied over the environment.
     pub options: gridcast_edge::secret::StoreOptions,
+    /// The private key (64 hex digits, `gridcast model keygen`) a shipped
+    /// model is signed with, so predictors with `trusted_keys` accept it.
+    /// Unset: `GRIDCAST_SIGNING_KEY_FILE`, else the key in
+    /// `GRIDCAST_SIGNING_KEY`, else models are published unsigned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_key_file: Option<PathBuf>,
 }
 
 impl Default for PublishConfig {
@@ -323,6 +329,7 @@ impl Default for PublishConfig {
             prefix: String::new(),
             site: String::new(),
             options: Default::default(),
+            signing_key_file: None,
         }
     }
 }

@@ -65,6 +65,10 @@ pub struct RetrainArgs {
     /// [triplets] store since the last retrain (remembered in [trigger] state).
     #[arg(long, value_name = "N")]
     pub when_mispredictions: Option<u64>,
+    /// Sign each shipped model with this private key (overrides `[publish] signing_key_file`;
+    /// else the key in GRIDCAST_SIGNING_KEY; none: published unsigned).
+    #[arg(long, env = "GRIDCAST_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
 }
 
 /// What a retrain decided.
@@ -93,7 +97,10 @@ impl Outcome {
 /// Run `gridcast retrain`; the exit status it should end with. With a
 /// trigger it runs until `shutdown` and ends with 0.
 pub async fn run(args: RetrainArgs, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<i32> {
-    let config: RetrainConfig = gridcast_edge::config::load(args.config.as_deref())?;
+    let mut config: RetrainConfig = gridcast_edge::config::load(args.config.as_deref())?;
+    if let Some(file) = args.signing_key_file {
+        config.publish.signing_key_file = Some(file);
+    }
     if args.print_config {
         let _ = writeln!(std::io::stdout(), "{}", toml::to_string_pretty(&config)?);
         return Ok(0);
@@ -135,6 +142,12 @@ pub async fn retrain_and_report(config: &RetrainConfig, trigger: &str) -> anyhow
 
 /// One retrain: history, holdout, challenger, gate, publish, ship.
 pub async fn retrain(config: &RetrainConfig, trigger: &str) -> anyhow::Result<Outcome> {
+    // The key first: a wrong one fails the retrain before any training.
+    let signing_key = gridcast_ship::signing::signing_key(config.publish.signing_key_file.as_deref())?;
+    match &signing_key {
+        Some(key) => eprintln!("retrain: a shipped model is signed with key {}", key.public_key()),
+        None => eprintln!("retrain: no signing key: a shipped model is published unsigned"),
+    }
     let champion = champion::load(&config.champion.model).await?;
     let champion_version = champion.payload_sha256();
     let interval = config.interval_secs(&champion)?;
@@ -218,10 +231,11 @@ pub async fn retrain(config: &RetrainConfig, trigger: &str) -> anyhow::Result<Ou
         trigger: trigger.to_string(),
         triplets_used: tally.used,
     });
-    let published = publish::publish(&config.publish, &challenger).await?;
+    let file = publish::ModelFile::new(&challenger, signing_key.as_ref());
+    let published = publish::publish(&config.publish, &file).await?;
     let shipped = match &config.ship {
-        // The very bytes publish wrote (a model serializes the same each time).
-        Some(ship) => Some(ship::ship(ship, &published, challenger.to_bytes()).await.map_err(|e| e.to_string())),
+        // The very bytes publish wrote.
+        Some(ship) => Some(ship::ship(ship, &published, file.bytes).await.map_err(|e| e.to_string())),
         None => None,
     };
     Ok(Outcome {

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use gridcast_core::model::Model;
+use gridcast_core::model::signature::SigningKey;
 use gridcast_edge::store;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
@@ -34,17 +35,36 @@ pub struct Published {
 /// The name of the file the edge polls, beside the versions.
 pub const CURRENT: &str = "current.gcm";
 
-pub async fn publish(config: &PublishConfig, model: &Model) -> anyhow::Result<Published> {
+/// A model file as it is published: its bytes (signed when a key is
+/// configured) and its version (the payload sha256, signed or not).
+#[derive(Debug, Clone)]
+pub struct ModelFile {
+    pub version: String,
+    pub bytes: Vec<u8>,
+}
+
+impl ModelFile {
+    /// `model`'s file, signed by `key` if there is one.
+    pub fn new(model: &Model, key: Option<&SigningKey>) -> ModelFile {
+        let bytes = match key {
+            Some(key) => model.to_signed_bytes(key),
+            None => model.to_bytes(),
+        };
+        ModelFile { version: model.payload_sha256(), bytes }
+    }
+}
+
+pub async fn publish(config: &PublishConfig, file: &ModelFile) -> anyhow::Result<Published> {
     if store::is_object_url(&config.store) && !config.store.starts_with("file://") {
-        return publish_to_bucket(config, model).await;
+        return publish_to_bucket(config, file).await;
     }
     let config = config.clone();
-    let model = model.clone();
-    tokio::task::spawn_blocking(move || publish_to_folder(&config, &model)).await?
+    let file = file.clone();
+    tokio::task::spawn_blocking(move || publish_to_folder(&config, &file)).await?
 }
 
 /// `{store}/{prefix}/{site}/models/` in a bucket.
-async fn publish_to_bucket(config: &PublishConfig, model: &Model) -> anyhow::Result<Published> {
+async fn publish_to_bucket(config: &PublishConfig, file: &ModelFile) -> anyhow::Result<Published> {
     let (bucket, base) = store::open_with(&config.store, &config.options)?;
     let mut dir = base.as_ref().trim_matches('/').to_string();
     for part in [&config.prefix, &config.site, &"models".to_string()] {
@@ -57,8 +77,7 @@ async fn publish_to_bucket(config: &PublishConfig, model: &Model) -> anyhow::Res
     let root = root.strip_suffix(base.as_ref()).unwrap_or(root).trim_end_matches('/');
     let url = |key: &object_store::path::Path| format!("{root}/{key}");
 
-    let version = model.payload_sha256();
-    let bytes = model.to_bytes();
+    let (version, bytes) = (file.version.clone(), file.bytes.clone());
     let versioned = store::join(&object_store::path::Path::from(dir.as_str()), &format!("{version}.gcm"));
     put_version(bucket.as_ref(), &versioned, &bytes)
         .await
@@ -87,12 +106,11 @@ async fn put_version(bucket: &dyn ObjectStore, key: &object_store::path::Path, b
     }
 }
 
-fn publish_to_folder(config: &PublishConfig, model: &Model) -> anyhow::Result<Published> {
+fn publish_to_folder(config: &PublishConfig, file: &ModelFile) -> anyhow::Result<Published> {
     let dir = config.models_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     remove_stale_temp_files(&dir);
-    let version = model.payload_sha256();
-    let bytes = model.to_bytes();
+    let (version, bytes) = (file.version.clone(), file.bytes.clone());
     let versioned = dir.join(format!("{version}.gcm"));
     let staged = write_synced(&dir, &bytes)?;
     // A hard link fails if the name exists: a version is never overwritten.

@@ -31,6 +31,8 @@ pub async fn ship(config: &ShipConfig, published: &Published, bytes: Vec<u8>) ->
         base: config.base.clone(),
         image: config.image.clone(),
         insecure: config.insecure,
+        // Published signed already, when a key is configured: these bytes.
+        signing_key: None,
     };
     let prepared = push::prepare_model_bytes(&image, bytes)?;
     let how = if config.engine { "through the Docker engine" } else { "daemonless" };

@@ -26,7 +26,7 @@ use rumqttc::Publish;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::spool::{Commit, Spool, TableWrites};
+use crate::spool::{Commit, Spool, SpoolError, TableWrites};
 use crate::stage::{Aside, AsideMessage, Stage, StageConfig, Step};
 use crate::stats::Stats;
 
@@ -205,7 +205,14 @@ impl<C: Consumer> Driver<C> {
                 }
                 _ = tick.tick() => Input::Tick,
             };
-            self.handle(input, &acker).await?;
+            if let Err(error) = self.handle(input, &acker).await {
+                match error.downcast_ref::<SpoolError>() {
+                    Some(spool_error) if spool_error.is_disk_full() => {
+                        return disk_full(&self.spool, &self.stats, &shutdown, spool_error).await;
+                    }
+                    _ => return Err(error),
+                }
+            }
         }
     }
 
@@ -353,6 +360,59 @@ async fn wait_for_room(spool: &Spool, stats: &Stats, shutdown: &CancellationToke
     }
     tracing::info!("spool has room again: taking messages");
     true
+}
+
+/// The disk under the spool is full: the batch was not committed, so it
+/// was not acknowledged, and the broker keeps it and everything after it.
+/// redb cannot go on after a failed write (its database must be opened
+/// anew), so: wait, taking nothing, until a probe file of
+/// [`DISK_ROOM_PROBE_BYTES`] can be written beside the spool, then start
+/// this service again in place (exec, same arguments): the path a crash
+/// takes, journal replay and broker redelivery, which loses nothing.
+/// Returns only on shutdown, or with the error if the exec fails.
+async fn disk_full(
+    spool: &Spool,
+    stats: &Stats,
+    shutdown: &CancellationToken,
+    error: &SpoolError,
+) -> anyhow::Result<()> {
+    tracing::error!(spool = %spool.dir().display(), %error,
+        "the disk under the spool is full: not acknowledging MQTT messages (the broker keeps them); \
+         starting again once there is room");
+    stats.spool_disk_full.store(1, std::sync::atomic::Ordering::Relaxed);
+    Stats::add(&stats.spool_full_waits, 1);
+    let probe = spool.dir().join(".room-probe");
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let path = probe.clone();
+        let room = tokio::task::spawn_blocking(move || {
+            let written = std::fs::write(&path, vec![0u8; DISK_ROOM_PROBE_BYTES]).is_ok();
+            let _ = std::fs::remove_file(&path);
+            written
+        })
+        .await
+        .unwrap_or(false);
+        if room {
+            break;
+        }
+    }
+    tracing::warn!("there is room on the disk again: starting again to reopen the spool");
+    restart_in_place()
+}
+
+/// Free space that counts as room again after a full disk: a few batches'
+/// worth, and redb growing its file.
+pub const DISK_ROOM_PROBE_BYTES: usize = 1 << 20;
+
+/// Replaces this process by a fresh run of the same program and arguments.
+fn restart_in_place() -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let program = std::env::current_exe()?;
+    let error = std::process::Command::new(&program).args(std::env::args_os().skip(1)).exec();
+    Err(anyhow::anyhow!("cannot start {} again: {error}", program.display()))
 }
 
 /// How the driver groups messages into batches (one commit and one fsync

@@ -39,6 +39,23 @@ pub struct StageConfig {
     pub idle_close_ms: i64,
 }
 
+/// A warning when `idle_close_secs` is under three MQTT keep-alives: a
+/// network link that died without a word is noticed only after about two
+/// keep-alives (rumqttc's unanswered ping), and until then the silence
+/// looks like quiet meters, whose windows would close with the rest of
+/// their minute still queued at the broker.
+pub fn idle_close_warning(idle_close_secs: u64, keep_alive_secs: u64) -> Option<String> {
+    let keep_alive = keep_alive_secs.max(5); // the source's own floor
+    (idle_close_secs < 3 * keep_alive).then(|| {
+        format!(
+            "idle_close_secs = {idle_close_secs} is under three MQTT keep-alives ({keep_alive} s each): after a network \
+             cut that is not noticed yet, windows would close before the rest of their minute arrives (late, kept \
+             aside); use at least {}",
+            3 * keep_alive
+        )
+    })
+}
+
 /// The decode-and-window state machine.
 pub struct Stage {
     decoder: Decoder,

@@ -29,6 +29,8 @@ pub struct Stats {
     pub open_windows: AtomicU64,
     /// Times the spool was full and messages were left un-acknowledged.
     pub spool_full_waits: AtomicU64,
+    /// 1 while the disk under the spool is full (a gauge).
+    pub spool_disk_full: AtomicU64,
     decode_errors: Mutex<BTreeMap<&'static str, u64>>,
     sinks: Mutex<BTreeMap<String, SinkCounters>>,
 }
@@ -174,6 +176,13 @@ impl Stats {
         );
         metric("spool_max_bytes", "The spool's bound; at it, messages are not acknowledged.", "gauge", spool_max_bytes);
         metric("spool_full_waits_total", "Times the spool was full.", "counter", s.spool_full_waits);
+        let disk_full = self.spool_disk_full.load(Ordering::Relaxed);
+        metric(
+            "spool_disk_full",
+            "1 while the disk under the spool is full (nothing is acknowledged).",
+            "gauge",
+            disk_full,
+        );
         let _ = writeln!(
             out,
             "# HELP gridcast_decode_errors_total Messages rejected, by reason.\n# TYPE gridcast_decode_errors_total counter"

@@ -63,6 +63,8 @@ pub struct PipelineConfig {
     pub batch_linger_ms: u64,
     /// Close a sensor's open windows when it has sent nothing for this many
     /// seconds (a meter that went quiet would otherwise hold them open).
+    /// Counted only while connected to the broker, and keep it above three
+    /// `[mqtt] keep_alive_secs`: a cut link is noticed only after about two.
     pub idle_close_secs: u64,
     /// InfluxDB measurement the windows are written to.
     pub measurement: String,

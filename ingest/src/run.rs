@@ -19,6 +19,7 @@ use gridcast_edge::service::launch;
 use gridcast_edge::sinks::SinkConfig;
 use gridcast_edge::sinks::task::SinkTask;
 use gridcast_edge::spool::Depth;
+use gridcast_edge::stage::idle_close_warning;
 use gridcast_edge::stats::Snapshot;
 use gridcast_edge::{Batching, Consumer, Driver, Output, Service, Shutdown, Spool, StageConfig, Stats};
 use tokio::sync::{mpsc, watch};
@@ -94,6 +95,9 @@ impl Ingest {
         };
         let stats = Arc::new(Stats::default());
         let (newest_tx, newest_rx) = watch::channel(0u64);
+        if let Some(warning) = idle_close_warning(config.pipeline.idle_close_secs, config.mqtt.keep_alive_secs) {
+            tracing::warn!("[pipeline] {warning}");
+        }
         let stage = StageConfig {
             decode: config.decode.clone(),
             window: config.window,

@@ -198,7 +198,7 @@ impl TripletQueue {
             return Ok(None);
         }
         let legacy = redb::Database::open(&path)
-            .map_err(|e| SpoolError::Open { path: path.display().to_string(), source: e.into() })?;
+            .map_err(|e| SpoolError::Open { path: path.display().to_string(), error: e.into() })?;
         let read = legacy.begin_read()?;
         let old_triplets: TableDefinition<u64, &[u8]> = TableDefinition::new("triplets");
         let old_sensors: TableDefinition<&str, &[u8]> = TableDefinition::new("sensors");
@@ -242,7 +242,7 @@ impl TripletQueue {
         }
         txn.commit()?;
         let done = path.with_extension("redb.moved");
-        std::fs::rename(&path, &done).map_err(|source| SpoolError::Dir { path: done.display().to_string(), source })?;
+        std::fs::rename(&path, &done).map_err(|error| SpoolError::Dir { path: done.display().to_string(), error })?;
         self.depth.fetch_add(moved.len() as u64, Ordering::Relaxed);
         self.spool.hold(bytes);
         tracing::warn!(from = %path.display(), triplets = moved.len(), sensors = states.len(),

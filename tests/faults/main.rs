@@ -5,6 +5,10 @@
 //!
 //! - `broker_restart`: Mosquitto stopped for the outage, then started again;
 //! - `influxdb_down`: InfluxDB stopped for the outage;
+//! - `network_cut`: ingest behind a veth link (its own network namespace),
+//!   the link taken down for the outage;
+//! - `spool_disk_full`: ingest's spool on a small tmpfs, filled by another
+//!   file for the outage;
 //! - `ingest_sigkill`: `gridcast ingest` SIGKILLed mid-stream, restarted, and
 //!   killed and restarted again at once (a crash loop);
 //! - `meter_clock_jumps`: one meter's clock an hour ahead for a minute, and
@@ -21,6 +25,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod netns;
 mod report;
 mod scenario;
 
@@ -64,15 +69,25 @@ fn report_and_check(s: &Scenario, record: &FaultRecord) {
 /// minutes of windows stored), `break_it`, the outage, `restore`; then the
 /// recovery time and the counts.
 fn server_outage(fault: &str, what: &str, break_it: fn(&mut Scenario), restore: fn(&mut Scenario)) {
-    let mut s = Scenario::start();
-    let minutes = minutes_for(outage());
+    outage_of(Scenario::start(), fault, what, outage(), break_it, restore);
+}
+
+fn outage_of(
+    mut s: Scenario,
+    fault: &str,
+    what: &str,
+    outage: Duration,
+    break_it: fn(&mut Scenario),
+    restore: fn(&mut Scenario),
+) -> Scenario {
+    let minutes = minutes_for(outage);
     let (readings, expected) = readings(minutes);
     let publisher = s.publish(readings);
     s.wait_windows(2 * SENSORS as usize);
 
     let broken = Instant::now();
     break_it(&mut s);
-    thread::sleep(outage());
+    thread::sleep(outage);
     restore(&mut s);
     let restored = Instant::now();
     let sent_at_restore = s.newest_sent_ms.load(Ordering::Relaxed);
@@ -87,6 +102,7 @@ fn server_outage(fault: &str, what: &str, break_it: fn(&mut Scenario), restore: 
     record.recovery_secs = s.recovery_secs(restored, sent_at_restore, &expected);
     s.measure(vec![publisher], &expected, &mut record);
     report_and_check(&s, &record);
+    s
 }
 
 #[test]
@@ -100,13 +116,51 @@ fn broker_restart() {
 }
 
 #[test]
+fn network_cut() {
+    // At least 20 s: four keep-alives, so both ends give the connection up.
+    let s = outage_of(
+        Scenario::start_behind_link(),
+        "network_cut",
+        "ingest in a network namespace of its own, reaching the broker over a veth pair; the link taken down for \
+         the outage (at least 20 s), then up (ingest's MQTT keep-alive 5 s; windows checked in its file sink)",
+        outage().max(Duration::from_secs(20)),
+        |s| s.link.as_ref().expect("a link").cut(),
+        |s| s.link.as_ref().expect("a link").restore(),
+    );
+    assert!(s.ingest.log().contains("MQTT connection lost"), "ingest noticed the cut:\n{}", s.ingest.log());
+}
+
+#[test]
 fn influxdb_down() {
     server_outage(
         "influxdb_down",
         "InfluxDB stopped for the outage, then started again",
-        |s| s.influxd.stop(),
-        |s| s.influxd.restart(),
+        |s| s.influxd().stop(),
+        |s| s.influxd().restart(),
     );
+}
+
+#[test]
+fn spool_disk_full() {
+    let s = outage_of(
+        Scenario::start_on_small_disk(16),
+        "spool_disk_full",
+        "ingest's spool on a 16 MiB tmpfs, filled to the last byte by another file for the outage, then the file \
+         removed",
+        outage(),
+        |s| {
+            let filler = s.disk.as_ref().expect("a small disk").fill();
+            let log = || s.ingest.log();
+            support::eventually(Duration::from_secs(60), "ingest to find the disk full", || {
+                log().contains("the disk under the spool is full").then_some(())
+            });
+            assert!(filler.exists());
+        },
+        |s| {
+            std::fs::remove_file(s.disk.as_ref().expect("a small disk").path.join("filler")).expect("remove the filler")
+        },
+    );
+    assert!(s.ingest.log().contains("starting again to reopen the spool"), "{}", s.ingest.log());
 }
 
 #[test]

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use gridcast_simulator::{PublishOptions, PublishReport, SimReading, publish};
 
+use crate::netns::Netns;
 use crate::report::FaultRecord;
 use crate::support::gridcast::{GridcastProcess, IngestToml};
 use crate::support::meter::{Expected, close, influx_rows};
-use crate::support::{INFLUX_DB, Influxd, Mosquitto, free_port, unique};
+use crate::support::{INFLUX_DB, Influxd, Mosquitto, unique};
 
 /// Meters publish this many times faster than real time.
 pub const SPEEDUP: f64 = 40.0;
@@ -26,40 +27,112 @@ const LATENESS_MS: i64 = 5_000;
 pub struct Scenario {
     pub dir: tempfile::TempDir,
     pub mosquitto: Mosquitto,
-    pub influxd: Influxd,
+    /// InfluxDB, unless ingest runs behind a link to cut (its namespace
+    /// reaches only the broker): then the file sink is what is checked.
+    influxd: Option<Influxd>,
+    /// The namespace and link ingest runs behind, if it does.
+    pub link: Option<Netns>,
+    /// The small disk ingest's spool is on, if it is.
+    pub disk: Option<Tmpfs>,
     pub ingest: GridcastProcess,
     pub measurement: String,
     pub topic_prefix: String,
     /// The newest reading time (ms) handed to a publisher so far.
     pub newest_sent_ms: Arc<AtomicI64>,
-    metrics_port: u16,
 }
 
 impl Scenario {
-    /// The port of ingest's `/metrics`.
-    fn metrics_port(&self) -> u16 {
-        self.metrics_port
-    }
-
+    /// Ingest on loopback, writing to InfluxDB and to a file sink.
     pub fn start() -> Scenario {
         let dir = tempfile::tempdir().unwrap();
         let mosquitto = Mosquitto::start(dir.path().join("mosquitto"));
         let influxd = Influxd::start(dir.path().join("influxd"));
+        let broker = format!("127.0.0.1:{}", mosquitto.port()).parse().unwrap();
+        let sinks = IngestToml::influxdb_v1(&influxd.url(), INFLUX_DB, "\n[sinks.http]\nretry_max_ms = 1000\n");
+        Self::launch(dir, mosquitto, Some(influxd), None, broker, sinks)
+    }
+
+    /// Ingest on loopback as [`Scenario::start`], its spool on a tmpfs of
+    /// `mib` MiB of its own (mounted here, unmounted on drop), to fill.
+    pub fn start_on_small_disk(mib: u32) -> Scenario {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Tmpfs::mount(&dir.path().join("disk"), mib);
+        let mosquitto = Mosquitto::start(dir.path().join("mosquitto"));
+        let influxd = Influxd::start(dir.path().join("influxd"));
+        let broker = format!("127.0.0.1:{}", mosquitto.port()).parse().unwrap();
+        let sinks = IngestToml::influxdb_v1(&influxd.url(), INFLUX_DB, "\n[sinks.http]\nretry_max_ms = 1000\n");
+        let mut s =
+            Self::launch_with(dir, mosquitto, Some(influxd), None, broker, sinks, Some(disk.path.join("spool")));
+        s.disk = Some(disk);
+        s
+    }
+
+    /// Ingest in a network namespace of its own, reaching the broker over a
+    /// veth link the test can cut, writing to a file sink only.
+    pub fn start_behind_link() -> Scenario {
+        let dir = tempfile::tempdir().unwrap();
+        let link = Netns::create();
+        let host = link.host_addr.clone();
+        let mosquitto = Mosquitto::start_with_listener(dir.path().join("mosquitto"), |port| {
+            format!("listener {port} {host}\nallow_anonymous true\n")
+        });
+        let port = mosquitto.second_port().expect("the listener on the link");
+        let broker = format!("{host}:{port}").parse().unwrap();
+        Self::launch(dir, mosquitto, None, Some(link), broker, String::new())
+    }
+
+    fn launch(
+        dir: tempfile::TempDir,
+        mosquitto: Mosquitto,
+        influxd: Option<Influxd>,
+        link: Option<Netns>,
+        broker: std::net::SocketAddr,
+        sinks: String,
+    ) -> Scenario {
+        Self::launch_with(dir, mosquitto, influxd, link, broker, sinks, None)
+    }
+
+    fn launch_with(
+        dir: tempfile::TempDir,
+        mosquitto: Mosquitto,
+        influxd: Option<Influxd>,
+        link: Option<Netns>,
+        broker: std::net::SocketAddr,
+        sinks: String,
+        spool: Option<PathBuf>,
+    ) -> Scenario {
         let measurement = unique("fault_meter");
         let topic_prefix = unique("fault/raw");
-        let broker = format!("127.0.0.1:{}", mosquitto.port()).parse().unwrap();
         let mut config = IngestToml::new(broker, dir.path(), &format!("{topic_prefix}/#"), &measurement);
         config.client_id = unique("fault-ingest");
-        config.idle_close_secs = 3;
-        let metrics_port = free_port();
-        config.http_listen = format!("127.0.0.1:{metrics_port}");
+        // A cut link sends no FIN: the keep-alive notices it, after about
+        // two of them; until then the silence looks like quiet meters, so
+        // windows idle-close only after three (ingest warns below that).
+        config.mqtt_extra += "keep_alive_secs = 5\n";
+        config.idle_close_secs = 15;
+        if let Some(spool) = spool {
+            config.spool = spool;
+        }
         let lines = dir.path().join("lines");
-        config.sinks = IngestToml::influxdb_v1(&influxd.url(), INFLUX_DB, "\n[sinks.http]\nretry_max_ms = 1000\n")
-            + &format!("\n[[sinks]]\nkind = \"file\"\ndir = {:?}\n", lines.display().to_string());
-        let mut ingest = GridcastProcess::start("ingest", dir.path(), &config.to_toml(), &[]);
+        config.sinks = sinks + &format!("\n[[sinks]]\nkind = \"file\"\ndir = {:?}\n", lines.display().to_string());
+        let netns = link.as_ref().map(|l| l.name.as_str());
+        let mut ingest = GridcastProcess::start_in(netns, "ingest", dir.path(), &config.to_toml(), &[]);
         ingest.wait_subscribed(1);
         let newest_sent_ms = Arc::new(AtomicI64::new(i64::MIN));
-        Scenario { dir, mosquitto, influxd, ingest, measurement, topic_prefix, newest_sent_ms, metrics_port }
+        Scenario { dir, mosquitto, influxd, link, disk: None, ingest, measurement, topic_prefix, newest_sent_ms }
+    }
+
+    pub fn influxd(&mut self) -> &mut Influxd {
+        self.influxd.as_mut().expect("this scenario runs InfluxDB")
+    }
+
+    /// The raw windows stored, as [`influx_rows`] gives them: from InfluxDB,
+    /// or from the file sink when there is none.
+    fn rows(&self) -> Vec<Vec<serde_json::Value>> {
+        match &self.influxd {
+            Some(influxd) => influx_rows(&influxd.url(), &self.measurement),
+            None => file_rows(&self.dir.path().join("lines"), &self.measurement),
+        }
     }
 
     /// Publishes `readings` in the background at QoS 1, as the meters'
@@ -80,6 +153,9 @@ impl Scenario {
             client_id: unique("fault-meter"),
             topic_prefix: self.topic_prefix.clone(),
             speedup: SPEEDUP,
+            // The meters' gateway waits out the broker's outage (its
+            // default gives up after a minute without acknowledgements).
+            ack_timeout: outage() + Duration::from_secs(120),
             ..PublishOptions::default()
         };
         thread::spawn(move || {
@@ -98,34 +174,32 @@ impl Scenario {
         });
     }
 
-    /// Waits until InfluxDB holds `windows` windows: the path works before
-    /// the fault.
+    /// Waits until `windows` windows are stored: the path works before the
+    /// fault.
     pub fn wait_windows(&mut self, windows: usize) {
-        let (url, measurement) = (self.influxd.url(), self.measurement.clone());
-        self.ingest.wait_for(Duration::from_secs(120), "windows in InfluxDB before the fault", || {
-            (influx_rows(&url, &measurement).len() >= windows).then_some(())
-        });
+        let stored = |s: &Scenario| (s.rows().len() >= windows).then_some(());
+        let this = &*self;
+        crate::support::eventually(Duration::from_secs(120), "windows stored before the fault", || stored(this));
     }
 
     /// Seconds from `restored` until ingest is connected to the broker
-    /// again and InfluxDB holds every expected window that the readings
-    /// sent before `restored` complete (each window ends a lateness before
-    /// the newest reading then).
+    /// again (its log says so after its last lost connection) and every
+    /// expected window that the readings sent before `restored` complete is
+    /// stored (each window ends a lateness before the newest reading then).
     pub fn recovery_secs(&mut self, restored: Instant, sent_ms_at_restore: i64, expected: &Expected) -> f64 {
-        let port = self.metrics_port();
-        self.ingest.wait_for(Duration::from_secs(120), "ingest connected to the broker again", || {
-            let connected = crate::support::http::gridcast_metrics(port)?.get("mqtt_connected").copied();
-            (connected == Some(1.0)).then_some(())
-        });
         let due: BTreeSet<(String, i64)> =
             expected.keys().filter(|(_, minute)| minute + 60_000 + LATENESS_MS < sent_ms_at_restore).cloned().collect();
-        let (url, measurement) = (self.influxd.url(), self.measurement.clone());
-        self.ingest.wait_for(outage() + Duration::from_secs(120), "the windows due at the restore", || {
-            let stored: BTreeSet<(String, i64)> = influx_rows(&url, &measurement)
+        let this = &*self;
+        crate::support::eventually(outage() + Duration::from_secs(120), "ingest caught up after the fault", || {
+            let log = this.ingest.log();
+            let connected = log.rfind("connected to MQTT broker") > log.rfind("MQTT connection lost")
+                && log.rfind("connected to MQTT broker") > log.rfind("cannot connect to the MQTT broker");
+            let stored: BTreeSet<(String, i64)> = this
+                .rows()
                 .iter()
                 .map(|row| (row[1].as_str().unwrap_or_default().to_owned(), row[0].as_i64().unwrap_or_default()))
                 .collect();
-            due.is_subset(&stored).then_some(())
+            (connected && due.is_subset(&stored)).then_some(())
         });
         restored.elapsed().as_secs_f64()
     }
@@ -143,10 +217,9 @@ impl Scenario {
         for publisher in publishers {
             record.readings_sent += publisher.join().expect("the publisher finished").readings;
         }
-        let (url, measurement) = (self.influxd.url(), self.measurement.clone());
         let deadline = Instant::now() + Duration::from_secs(120);
         let rows = loop {
-            let rows = influx_rows(&url, &measurement);
+            let rows = self.rows();
             if compare(&rows, expected).exact == expected.len() || Instant::now() > deadline {
                 break rows;
             }
@@ -161,7 +234,8 @@ impl Scenario {
         record.windows_wrong = counts.wrong;
         record.windows_missing = expected.len() - counts.exact - counts.wrong;
         record.readings_in_windows = rows.iter().map(|row| row[2].as_u64().unwrap_or_default()).sum();
-        record.readings_kept_aside = kept_aside_readings(&self.dir.path().join("spool/rejected/messages.jsonl"));
+        let spool = self.disk.as_ref().map_or_else(|| self.dir.path().join("spool"), |d| d.path.join("spool"));
+        record.readings_kept_aside = kept_aside_readings(&spool.join("rejected/messages.jsonl"));
         record.readings_lost =
             record.readings_sent.saturating_sub(record.readings_in_windows + record.readings_kept_aside);
         let (doubled, redelivered) = file_sink_repeats(&self.dir.path().join("lines"), &self.measurement);
@@ -232,23 +306,104 @@ fn kept_aside_readings(log: &Path) -> u64 {
         .sum()
 }
 
+/// The file sink's raw windows of `measurement`, as [`influx_rows`] gives
+/// them (`[time, sensor, readings, p_l1_mean, p_l2_mean, p_l3_mean,
+/// p_sum_mean, q_l1_mean]`), the last line of a window winning as in
+/// InfluxDB.
+fn file_rows(dir: &Path, measurement: &str) -> Vec<Vec<serde_json::Value>> {
+    let mut windows: BTreeMap<(String, i64), Vec<serde_json::Value>> = BTreeMap::new();
+    for line in file_sink_lines(dir, measurement) {
+        let mut parts = line.split(' ');
+        let (Some(series), Some(fields), Some(time)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let tags: BTreeMap<&str, &str> = series.split(',').skip(1).filter_map(|t| t.split_once('=')).collect();
+        if tags.get("source") != Some(&"raw") {
+            continue;
+        }
+        let (Some(sensor), Ok(time)) = (tags.get("sensor"), time.parse::<i64>()) else { continue };
+        let fields: BTreeMap<&str, &str> = fields.split(',').filter_map(|f| f.split_once('=')).collect();
+        let number = |name: &str| -> serde_json::Value {
+            match fields.get(name) {
+                Some(v) if v.ends_with('i') => {
+                    v.trim_end_matches('i').parse::<u64>().map_or(serde_json::Value::Null, Into::into)
+                }
+                Some(v) => v.parse::<f64>().map_or(serde_json::Value::Null, Into::into),
+                None => serde_json::Value::Null,
+            }
+        };
+        let row = vec![
+            time.into(),
+            (*sensor).into(),
+            number("readings"),
+            number("p_l1_mean"),
+            number("p_l2_mean"),
+            number("p_l3_mean"),
+            number("p_sum_mean"),
+            number("q_l1_mean"),
+        ];
+        windows.insert(((*sensor).to_owned(), time), row);
+    }
+    windows.into_values().collect()
+}
+
+/// The file sink's lines of `measurement`.
+fn file_sink_lines(dir: &Path, measurement: &str) -> Vec<String> {
+    let files: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let prefix = format!("{measurement},");
+    files
+        .iter()
+        .flat_map(|file| {
+            std::fs::read_to_string(file).unwrap_or_default().lines().map(str::to_owned).collect::<Vec<_>>()
+        })
+        .filter(|line| line.starts_with(&prefix))
+        .collect()
+}
+
 /// In the file sink's line-protocol files: windows (series and time) written
 /// with two or more different contents, and lines written again identical.
 fn file_sink_repeats(dir: &Path, measurement: &str) -> (usize, usize) {
     let mut by_window: BTreeMap<(String, String), BTreeMap<String, usize>> = BTreeMap::new();
-    let files: Vec<PathBuf> =
-        std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
-    for file in files {
-        for line in std::fs::read_to_string(&file).unwrap_or_default().lines() {
-            let Some(rest) = line.strip_prefix(measurement).filter(|r| r.starts_with(',')) else { continue };
-            let (Some((series, _)), Some((_, time))) = (rest.split_once(' '), rest.rsplit_once(' ')) else {
-                continue;
-            };
-            *by_window.entry((series.to_owned(), time.to_owned())).or_default().entry(line.to_owned()).or_default() +=
-                1;
-        }
+    for line in file_sink_lines(dir, measurement) {
+        let (Some((series, _)), Some((_, time))) = (line.split_once(' '), line.rsplit_once(' ')) else { continue };
+        let window = (series.to_owned(), time.to_owned());
+        *by_window.entry(window).or_default().entry(line.clone()).or_default() += 1;
     }
     let doubled = by_window.values().filter(|contents| contents.len() > 1).count();
     let redelivered = by_window.values().flat_map(|contents| contents.values()).map(|n| n - 1).sum();
     (doubled, redelivered)
+}
+
+/// A tmpfs of a few MiB, mounted for one scenario: a disk to fill.
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(path: &Path, mib: u32) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount a tmpfs on {} (the disk-full fault needs root)", path.display());
+        Tmpfs { path: path.to_path_buf() }
+    }
+
+    /// Writes a file until the disk is full; returns its path.
+    pub fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let filler = self.path.join("filler");
+        let mut file = std::fs::File::create(&filler).expect("create the filler");
+        let block = vec![0u8; 64 << 10];
+        while file.write_all(&block).is_ok() {}
+        let _ = file.sync_all();
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.path).status();
+    }
 }

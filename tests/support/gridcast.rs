@@ -16,6 +16,8 @@ pub struct GridcastProcess {
     config: PathBuf,
     log: PathBuf,
     env: Vec<(String, String)>,
+    /// Run inside this network namespace (`ip netns exec`), if set.
+    netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -23,18 +25,39 @@ impl GridcastProcess {
     /// Write `config_toml` under `dir` and start `gridcast <subcommand>` on
     /// it, with `env` added to its environment (object-store credentials).
     pub fn start(subcommand: &'static str, dir: &Path, config_toml: &str, env: &[(&str, &str)]) -> GridcastProcess {
+        Self::start_in(None, subcommand, dir, config_toml, env)
+    }
+
+    /// As [`GridcastProcess::start`], inside network namespace `netns` if
+    /// given (`ip netns exec`, which execs: the child is gridcast itself).
+    pub fn start_in(
+        netns: Option<&str>,
+        subcommand: &'static str,
+        dir: &Path,
+        config_toml: &str,
+        env: &[(&str, &str)],
+    ) -> GridcastProcess {
         let config = dir.join(format!("{subcommand}.toml"));
         std::fs::write(&config, config_toml).expect("write the config");
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let log = dir.join(format!("{subcommand}.log"));
-        let mut process = GridcastProcess { subcommand, config, log, env, child: None };
+        let netns = netns.map(str::to_owned);
+        let mut process = GridcastProcess { subcommand, config, log, env, netns, child: None };
         process.spawn();
         process
     }
 
     fn spawn(&mut self) {
         let log = OpenOptions::new().create(true).append(true).open(&self.log).expect("open the log");
-        let child = Command::new(env!("CARGO_BIN_EXE_gridcast"))
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns.as_str(), env!("CARGO_BIN_EXE_gridcast")]);
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_gridcast")),
+        };
+        let child = command
             .arg(self.subcommand)
             .arg("--config")
             .arg(&self.config)

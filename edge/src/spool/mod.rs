@@ -52,15 +52,39 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_POINT: &str = "next_point";
 const NEXT_JOURNAL: &str = "next_journal";
 
-/// A spool failure: the disk or the database file is in trouble.
+/// A spool failure: the disk or the database file is in trouble. The cause
+/// is in the message, not chained as a `source`: `{:#}` at the binary's
+/// edge would print it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
-    #[error("spool database {path}: {source}")]
-    Open { path: String, source: redb::Error },
+    #[error("spool database {path}: {error}")]
+    Open { path: String, error: redb::Error },
     #[error("spool write failed: {0}")]
-    Storage(#[from] redb::Error),
-    #[error("spool folder {path} cannot be created: {source}")]
-    Dir { path: String, source: std::io::Error },
+    Storage(redb::Error),
+    #[error("spool folder {path} cannot be created: {error}")]
+    Dir { path: String, error: std::io::Error },
+}
+
+impl From<redb::Error> for SpoolError {
+    fn from(e: redb::Error) -> Self {
+        SpoolError::Storage(e)
+    }
+}
+
+impl SpoolError {
+    /// The disk is full (ENOSPC). redb cannot go on after a failed write
+    /// (its database must be opened again), but nothing is lost: what was
+    /// not committed was not acknowledged either.
+    pub fn is_disk_full(&self) -> bool {
+        let io = match self {
+            SpoolError::Open { error, .. } | SpoolError::Storage(error) => match error {
+                redb::Error::Io(e) => Some(e.kind()),
+                _ => None,
+            },
+            SpoolError::Dir { error, .. } => Some(error.kind()),
+        };
+        io == Some(std::io::ErrorKind::StorageFull)
+    }
 }
 
 /// redb's error types, each into [`SpoolError::Storage`].
@@ -118,6 +142,8 @@ pub type Recovered = (Vec<(u64, Vec<u8>)>, Vec<(WindowKey, i64)>);
 /// The open spool. Cheap to share behind an `Arc`; redb serialises writers.
 pub struct Spool {
     db: Database,
+    /// The folder it lives in.
+    dir: std::path::PathBuf,
     max_bytes: u64,
     point_bytes: AtomicU64,
     /// Bytes of the service's own tables waiting for delivery.
@@ -141,10 +167,10 @@ impl Spool {
     /// sinks no longer configured are dropped (and say so in the log), so
     /// they do not pin records forever.
     pub fn open(dir: &Path, max_bytes: u64, sinks: &[String]) -> Result<Spool, SpoolError> {
-        std::fs::create_dir_all(dir).map_err(|source| SpoolError::Dir { path: dir.display().to_string(), source })?;
+        std::fs::create_dir_all(dir).map_err(|error| SpoolError::Dir { path: dir.display().to_string(), error })?;
         let path = dir.join("spool.redb");
         let db = Database::create(&path)
-            .map_err(|e| SpoolError::Open { path: path.display().to_string(), source: e.into() })?;
+            .map_err(|e| SpoolError::Open { path: path.display().to_string(), error: e.into() })?;
 
         let txn = db.begin_write()?;
         let (seqs, journal_bytes, point_bytes) = {
@@ -183,6 +209,7 @@ impl Spool {
         txn.commit()?;
         let spool = Spool {
             db,
+            dir: dir.to_path_buf(),
             max_bytes,
             point_bytes: AtomicU64::new(point_bytes),
             held_bytes: AtomicU64::new(0),
@@ -236,6 +263,11 @@ impl Spool {
     /// Bytes waiting for delivery, the figure the bound applies to.
     pub fn waiting_bytes(&self) -> u64 {
         self.point_bytes.load(Ordering::Relaxed) + self.held_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The folder the spool lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The configured bound.

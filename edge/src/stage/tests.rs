@@ -212,3 +212,12 @@ fn readings_of_a_clock_that_jumped_ahead_are_put_aside_by_message() {
     assert_eq!((aside.kind(), aside.ts_ms), ("clock_jump", T0 + hour));
     assert!(step.closed.is_empty(), "the jumped readings closed no window");
 }
+
+#[test]
+fn an_idle_close_under_three_keep_alives_is_warned_about() {
+    assert!(idle_close_warning(300, 30).is_none());
+    assert!(idle_close_warning(15, 5).is_none());
+    let warning = idle_close_warning(3, 5).expect("3 s is under three 5 s keep-alives");
+    assert!(warning.contains("use at least 15"), "{warning}");
+    assert!(idle_close_warning(14, 1).is_some(), "the source's floor is 5 s");
+}

@@ -408,11 +408,16 @@ async fn disk_full(
 pub const DISK_ROOM_PROBE_BYTES: usize = 1 << 20;
 
 /// Replaces this process by a fresh run of the same program and arguments.
+/// Through `/proc/self/exe`: the binary may have been replaced or deleted
+/// on disk since it started (an upgrade; a rebuild), and this is still the
+/// program that runs, as it was (`current_exe()` would name a path that is
+/// gone or holds another build).
 fn restart_in_place() -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
-    let program = std::env::current_exe()?;
-    let error = std::process::Command::new(&program).args(std::env::args_os().skip(1)).exec();
-    Err(anyhow::anyhow!("cannot start {} again: {error}", program.display()))
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| "gridcast".into());
+    let error = std::process::Command::new("/proc/self/exe").arg0(&arg0).args(args).exec();
+    Err(anyhow::anyhow!("cannot start {} again (through /proc/self/exe): {error}", arg0.to_string_lossy()))
 }
 
 /// How the driver groups messages into batches (one commit and one fsync

@@ -190,7 +190,8 @@ impl Scenario {
         let due: BTreeSet<(String, i64)> =
             expected.keys().filter(|(_, minute)| minute + 60_000 + LATENESS_MS < sent_ms_at_restore).cloned().collect();
         let this = &*self;
-        crate::support::eventually(outage() + Duration::from_secs(120), "ingest caught up after the fault", || {
+        let deadline = Instant::now() + outage() + Duration::from_secs(120);
+        let caught_up = || {
             let log = this.ingest.log();
             let connected = log.rfind("connected to MQTT broker") > log.rfind("MQTT connection lost")
                 && log.rfind("connected to MQTT broker") > log.rfind("cannot connect to the MQTT broker");
@@ -199,8 +200,24 @@ impl Scenario {
                 .iter()
                 .map(|row| (row[1].as_str().unwrap_or_default().to_owned(), row[0].as_i64().unwrap_or_default()))
                 .collect();
-            (connected && due.is_subset(&stored)).then_some(())
-        });
+            connected && due.is_subset(&stored)
+        };
+        while !caught_up() {
+            if Instant::now() > deadline {
+                let log = this.ingest.log();
+                let tail: Vec<&str> = log.lines().rev().take(60).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                let broker = std::fs::read_to_string(this.dir.path().join("mosquitto/mosquitto.log")).unwrap_or_default();
+                let broker_tail: Vec<&str> = broker.lines().rev().take(30).collect();
+                panic!(
+                    "ingest did not catch up within {:?} of the restore; ingest log tail:\n{}\nbroker log tail:\n{}",
+                    outage() + Duration::from_secs(120),
+                    tail.join("\n"),
+                    broker_tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
         restored.elapsed().as_secs_f64()
     }
 

@@ -207,7 +207,8 @@ impl Scenario {
                 let log = this.ingest.log();
                 let tail: Vec<&str> = log.lines().rev().take(60).collect();
                 let tail: Vec<&str> = tail.into_iter().rev().collect();
-                let broker = std::fs::read_to_string(this.dir.path().join("mosquitto/mosquitto.log")).unwrap_or_default();
+                let broker =
+                    std::fs::read_to_string(this.dir.path().join("mosquitto/mosquitto.log")).unwrap_or_default();
                 let broker_tail: Vec<&str> = broker.lines().rev().take(30).collect();
                 panic!(
                     "ingest did not catch up within {:?} of the restore; ingest log tail:\n{}\nbroker log tail:\n{}",

@@ -296,9 +296,10 @@ impl<C: Consumer> Driver<C> {
         let spool = self.spool.clone();
         let rejected_log = self.rejected_log.clone();
         let has_points = !lines.is_empty();
+        let stats = self.stats.clone();
         let writes = tokio::task::spawn_blocking(move || -> anyhow::Result<C::Writes> {
             if let Some(path) = rejected_log.filter(|_| !rejected.is_empty()) {
-                keep_rejected(&path, &rejected);
+                keep_rejected(&path, &rejected, &stats);
             }
             spool.commit_with(
                 Commit {
@@ -488,8 +489,28 @@ impl RejectedRecord {
     }
 }
 
+/// The rejected log's bound: past it, rejected messages are counted
+/// (`gridcast_rejected_not_kept_total`) and logged, not kept, so a meter
+/// sending garbage, or one whose clock is stuck an hour back, cannot fill
+/// the disk the spool needs. At 12 Hz and about 300 B a record, a day of
+/// one meter's readings.
+pub const REJECTED_LOG_MAX_BYTES: u64 = 256 << 20;
+
 /// Append rejected messages to their log (blocking: runs with the commit).
-fn keep_rejected(path: &std::path::Path, records: &[RejectedRecord]) {
+fn keep_rejected(path: &std::path::Path, records: &[RejectedRecord], stats: &Stats) {
+    keep_rejected_within(path, records, stats, REJECTED_LOG_MAX_BYTES);
+}
+
+fn keep_rejected_within(path: &std::path::Path, records: &[RejectedRecord], stats: &Stats, max_bytes: u64) {
+    let size = std::fs::metadata(path).map_or(0, |m| m.len());
+    if size >= max_bytes {
+        let before = stats.rejected_not_kept.fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if before == 0 || (before + records.len() as u64) / 10_000 > before / 10_000 {
+            tracing::error!(path = %path.display(), bytes = size, not_kept_so_far = before + records.len() as u64,
+                "the rejected log is at its bound: rejected messages are counted, not kept; move it away to keep more");
+        }
+        return;
+    }
     let result = path
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)

@@ -31,6 +31,9 @@ pub struct Stats {
     pub spool_full_waits: AtomicU64,
     /// 1 while the disk under the spool is full (a gauge).
     pub spool_disk_full: AtomicU64,
+    /// Rejected messages counted but not kept: the rejected log was at its
+    /// bound.
+    pub rejected_not_kept: AtomicU64,
     decode_errors: Mutex<BTreeMap<&'static str, u64>>,
     sinks: Mutex<BTreeMap<String, SinkCounters>>,
 }
@@ -176,6 +179,13 @@ impl Stats {
         );
         metric("spool_max_bytes", "The spool's bound; at it, messages are not acknowledged.", "gauge", spool_max_bytes);
         metric("spool_full_waits_total", "Times the spool was full.", "counter", s.spool_full_waits);
+        let not_kept = self.rejected_not_kept.load(Ordering::Relaxed);
+        metric(
+            "rejected_not_kept_total",
+            "Rejected messages not kept: the rejected log was at its bound.",
+            "counter",
+            not_kept,
+        );
         let disk_full = self.spool_disk_full.load(Ordering::Relaxed);
         metric(
             "spool_disk_full",

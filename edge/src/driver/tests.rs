@@ -217,3 +217,18 @@ async fn a_linger_gathers_what_arrives_within_it_into_one_batch() {
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[test]
+fn the_rejected_log_stops_growing_at_its_bound_and_counts_what_it_did_not_keep() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rejected/messages.jsonl");
+    let stats = Stats::default();
+    let record = || RejectedRecord::new(&publish("s", 0, 1.0), "undecodable", "test");
+    keep_rejected_within(&path, &[record(), record()], &stats, 1_000);
+    let kept = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(kept.lines().count(), 2);
+    // Over the bound: nothing more is written, all of it is counted.
+    keep_rejected_within(&path, &[record()], &stats, kept.len() as u64);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), kept);
+    assert_eq!(stats.rejected_not_kept.load(std::sync::atomic::Ordering::Relaxed), 1);
+}

@@ -22,11 +22,11 @@ use std::time::Duration;
 
 use gridcast_core::model::Model;
 use gridcast_predictor::triplet::{Compression, Triplet, decode_batch};
-use gridcast_simulator::{PublishOptions, PublishReport, SimReading, publish};
+use gridcast_simulator::{PublishOptions, PublishReport, SimReading};
 
 use support::blob::{Blob, LateMoto};
 use support::gridcast::{GridcastProcess, PredictToml, model_version, shipped_model};
-use support::meter::{Expected, expected_minutes, simulated_readings};
+use support::meter::{Expected, expected_minutes, publish_in_background, simulated_readings};
 use support::{INFLUX_DB, SharedServers, eventually, free_port, influxql_values, shared_servers, unique};
 
 const SENSORS: u32 = 3;
@@ -101,10 +101,7 @@ impl Run {
             speedup,
             ..PublishOptions::default()
         };
-        thread::spawn(move || {
-            let runtime = tokio::runtime::Runtime::new().unwrap();
-            runtime.block_on(publish(&options, readings, |_| {})).expect("every message acknowledged")
-        })
+        publish_in_background(options, readings)
     }
 
     /// The predictor's `/metrics`, as name -> value (None while it is down).

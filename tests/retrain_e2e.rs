@@ -22,20 +22,18 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::thread;
 use std::time::Duration;
 
 use gridcast_core::features::{FeatureSpec, FeatureTable};
 use gridcast_simulator::{
-    Generator, GeneratorConfig, PublishOptions, PublishReport, Series, SimReading, Start, publish, sensor_hex,
-    sensor_id,
+    Generator, GeneratorConfig, PublishOptions, PublishReport, Series, SimReading, Start, sensor_hex, sensor_id,
 };
 use gridcast_trainer::gbdt::TrainParams;
 use gridcast_trainer::{data, pipeline};
 
 use support::blob::{BUCKET, Blob};
 use support::gridcast::{GridcastProcess, PredictToml, model_version};
-use support::meter::sample_csv;
+use support::meter::{publish_in_background, sample_csv};
 use support::{INFLUX_DB, SharedServers, free_port, influx_write, influxql_values, shared_servers, unique};
 
 const SENSORS: u32 = 2;
@@ -89,7 +87,8 @@ fn backfill(servers: &SharedServers, measurement: &str, live: std::ops::Range<us
     }
 }
 
-fn publish_in_background(servers: &SharedServers, topic_prefix: &str, readings: Vec<SimReading>) -> PublishReport {
+/// Publishes `readings` as fast as the broker takes them; waits for the report.
+fn publish_all(servers: &SharedServers, topic_prefix: &str, readings: Vec<SimReading>) -> PublishReport {
     let options = PublishOptions {
         host: "127.0.0.1".into(),
         port: servers.mqtt.port(),
@@ -98,12 +97,7 @@ fn publish_in_background(servers: &SharedServers, topic_prefix: &str, readings: 
         speedup: 0.0,
         ..PublishOptions::default()
     };
-    thread::spawn(move || {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(publish(&options, readings, |_| {})).expect("every message acknowledged")
-    })
-    .join()
-    .unwrap()
+    publish_in_background(options, readings).join().unwrap()
 }
 
 fn metrics(port: u16) -> BTreeMap<String, f64> {
@@ -160,7 +154,7 @@ fn mispredictions_in_s3_and_history_in_influxdb_retrain_a_model_the_running_pred
     ingest.wait_subscribed(1);
     predict.wait_subscribed(1);
 
-    let report = publish_in_background(&servers, &topic_prefix, readings(LIVE_FROM, LIVE_FROM + BEFORE));
+    let report = publish_all(&servers, &topic_prefix, readings(LIVE_FROM, LIVE_FROM + BEFORE));
     assert_eq!(report.messages_acked, report.messages_published);
     let judged_before = SENSORS as f64 * (BEFORE as f64 - 1.0);
     let settled = predict.wait_for(Duration::from_secs(120), "the first minutes judged and uploaded", || {
@@ -220,8 +214,7 @@ fn mispredictions_in_s3_and_history_in_influxdb_retrain_a_model_the_running_pred
     predict.wait_for(Duration::from_secs(60), "the predictor serving the challenger", || {
         health().contains(&challenger_version).then_some(())
     });
-    let report =
-        publish_in_background(&servers, &topic_prefix, readings(LIVE_FROM + BEFORE, LIVE_FROM + BEFORE + AFTER));
+    let report = publish_all(&servers, &topic_prefix, readings(LIVE_FROM + BEFORE, LIVE_FROM + BEFORE + AFTER));
     assert_eq!(report.messages_acked, report.messages_published);
     let minutes = (BEFORE + AFTER) as f64;
     let judged = SENSORS as f64 * (minutes - 1.0);

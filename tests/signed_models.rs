@@ -27,13 +27,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use gridcast_core::model::Model;
-use gridcast_simulator::{PublishOptions, PublishReport, SimReading, publish};
+use gridcast_simulator::{PublishOptions, PublishReport, SimReading};
 use sha2::Digest;
 
 use support::dockerd::Dockerd;
 use support::gridcast::{GridcastProcess, PredictToml, model_version, shipped_model};
 use support::image::{ship, shipped, tiny_elf};
-use support::meter::simulated_readings;
+use support::meter::{publish_in_background, simulated_readings};
 use support::registry::Registry;
 use support::{
     INFLUX_DB, SharedServers, command_output, eventually, free_port, influxql_values, shared_servers, unique,
@@ -172,10 +172,7 @@ impl Predictor {
             speedup,
             ..PublishOptions::default()
         };
-        thread::spawn(move || {
-            let runtime = tokio::runtime::Runtime::new().unwrap();
-            runtime.block_on(publish(&options, readings, |_| {})).expect("every message acknowledged")
-        })
+        publish_in_background(options, readings)
     }
 
     /// The `model` tag of every prediction row.

@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use gridcast_simulator::{PublishOptions, PublishReport, SimReading, publish};
+use gridcast_simulator::{PublishOptions, PublishReport, SimReading};
 
 use crate::netns::Netns;
 use crate::report::FaultRecord;
 use crate::support::gridcast::{GridcastProcess, IngestToml};
-use crate::support::meter::{Expected, close, influx_rows};
+use crate::support::meter::{Expected, close, influx_rows, publish_in_background};
 use crate::support::{INFLUX_DB, Influxd, Mosquitto, unique};
 
 /// Meters publish this many times faster than real time.
@@ -158,13 +158,10 @@ impl Scenario {
             ack_timeout: outage() + Duration::from_secs(120),
             ..PublishOptions::default()
         };
-        thread::spawn(move || {
-            let runtime = tokio::runtime::Runtime::new().unwrap();
-            let readings = readings.into_iter().inspect(move |r| {
-                newest.fetch_max((r.ts_secs * 1000.0) as i64, Ordering::Relaxed);
-            });
-            runtime.block_on(publish(&options, readings, |_| {})).expect("every message acknowledged")
-        })
+        let readings = readings.into_iter().inspect(move |r| {
+            newest.fetch_max((r.ts_secs * 1000.0) as i64, Ordering::Relaxed);
+        });
+        publish_in_background(options, readings)
     }
 
     /// Waits until meters have published up to `ts_ms` (event time).

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use super::{INFLUX_DB, influxql_values};
-use gridcast_simulator::{Generator, GeneratorConfig, Series, SimReading, Start, sensor_hex};
+use gridcast_simulator::{
+    Generator, GeneratorConfig, PublishOptions, PublishReport, Series, SimReading, Start, publish, sensor_hex,
+};
 
 /// The credited real-data sample shipped in the repository.
 pub fn sample_csv() -> PathBuf {
@@ -22,6 +24,19 @@ pub fn simulated_readings(sensors: u32, minutes: usize) -> Vec<SimReading> {
     let config =
         GeneratorConfig { sensors, minutes: Some(minutes), start: Start::Csv, seed: 7, ..GeneratorConfig::default() };
     Generator::new(&series, config).expect("generator").readings().collect()
+}
+
+/// Publishes `readings` at QoS 1 from a thread of its own (with its own
+/// runtime), as the meters' gateway would; the handle gives the report, and
+/// panics if a message was never acknowledged.
+pub fn publish_in_background<I>(options: PublishOptions, readings: I) -> std::thread::JoinHandle<PublishReport>
+where
+    I: IntoIterator<Item = SimReading> + Send + 'static,
+{
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(publish(&options, readings, |_| {})).expect("every message acknowledged")
+    })
 }
 
 /// One expected minute of one sensor.

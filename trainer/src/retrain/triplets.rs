@@ -158,17 +158,38 @@ fn last_part(path: &Path) -> String {
     path.as_ref().rsplit('/').next().unwrap_or_default().to_string()
 }
 
+/// Most bytes one triplets object may decompress to. The predictor uploads
+/// batches of a few hundred KiB; the bucket is writable by others, and a
+/// few KiB of zstd can expand to gigabytes: beyond this the object is
+/// refused (counted as corrupt), not read on.
+pub const MAX_DECOMPRESSED_BYTES: u64 = 256 << 20;
+
 /// The NDJSON of an object, by its extension (`.gz` or `.zst`; else as is).
 pub fn decompress(key: &str, bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+    decompress_within(key, bytes, MAX_DECOMPRESSED_BYTES)
+}
+
+fn decompress_within(key: &str, bytes: &[u8], max_bytes: u64) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
     let mut out = Vec::new();
-    if key.ends_with(".gz") {
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes), &mut out)
-            .map_err(|e| anyhow::anyhow!("not gzip: {e}"))?;
+    let read = if key.ends_with(".gz") {
+        flate2::read::GzDecoder::new(bytes)
+            .take(max_bytes + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| anyhow::anyhow!("not gzip: {e}"))
     } else if key.ends_with(".zst") {
-        out = zstd::decode_all(bytes).map_err(|e| anyhow::anyhow!("not zstd: {e}"))?;
+        let decoder = zstd::stream::read::Decoder::new(bytes).map_err(|e| anyhow::anyhow!("not zstd: {e}"))?;
+        decoder.take(max_bytes + 1).read_to_end(&mut out).map_err(|e| anyhow::anyhow!("not zstd: {e}"))
     } else {
         out = bytes.to_vec();
-    }
+        Ok(out.len())
+    };
+    read?;
+    anyhow::ensure!(
+        out.len() as u64 <= max_bytes,
+        "decompresses to more than {max_bytes} bytes ({} compressed): refused unread",
+        bytes.len()
+    );
     Ok(out)
 }
 
@@ -233,6 +254,23 @@ mod tests {
             enc.finish().unwrap()
         };
         assert_eq!(decompress("x.ndjson.gz", &gz).unwrap(), LINE.as_bytes());
+    }
+
+    #[test]
+    fn an_object_that_decompresses_beyond_the_bound_is_refused() {
+        let zeros = vec![b'\n'; 1 << 20];
+        let zst = zstd::encode_all(&zeros[..], 19).unwrap();
+        assert!(zst.len() < 1 << 10, "a bomb: {} bytes", zst.len());
+        let error = decompress_within("x.ndjson.zst", &zst, 64 << 10).unwrap_err().to_string();
+        assert!(error.contains("decompresses to more than 65536 bytes"), "{error}");
+        let gz = {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            std::io::Write::write_all(&mut enc, &zeros).unwrap();
+            enc.finish().unwrap()
+        };
+        assert!(decompress_within("x.ndjson.gz", &gz, 64 << 10).is_err());
+        assert!(decompress_within("x.ndjson", &zeros, 64 << 10).is_err());
+        assert_eq!(decompress_within("x.ndjson.zst", &zst, 1 << 20).unwrap().len(), 1 << 20, "at the bound: read");
     }
 
     #[test]
